@@ -1,0 +1,27 @@
+//! `sluice-partitioner`: the Firehose data-transformation Lambda (`provided.al2023`, `bootstrap`).
+//!
+//! Configuration (environment): `SLUICE_SCHEMAS_DIR`, `SLUICE_MAX_FUTURE_HOURS` (see
+//! [`Partitioner::from_env`]), `SLUICE_LOG` (log filter, default `info`). Logs are JSON lines on
+//! stdout, one per rejected record with its `recordId` and reason code.
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sluice_partitioner::{FirehoseResponse, Partitioner, firehose::KinesisFirehoseEvent};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .with_env_filter(EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_target(false)
+        .init();
+    let partitioner = Arc::new(Partitioner::from_env()?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisFirehoseEvent>| {
+        let partitioner = Arc::clone(&partitioner);
+        async move { Ok::<FirehoseResponse, Error>(partitioner.handle(&event.payload)) }
+    }))
+    .await
+}

@@ -1,0 +1,239 @@
+//! The Firehose transform of sluice (DESIGN.md §4).
+//!
+//! ```text
+//! Firehose event ──► for each record: base64 decode ──► unwrap SNS envelope ──► Contract::parse
+//!                                                                                 │
+//!      { recordId, result: "Ok", data: JSON line, metadata.partitionKeys } ◄──────┤
+//!      { recordId, result: "ProcessingFailed", data: original bytes }      ◄──────┘ (reason logged)
+//! ```
+//!
+//! [`Partitioner::transform`] is the pure per-record function; the embedded delivery stream calls
+//! it too, so both modes write identical rows. [`Partitioner::handle`] maps a whole Firehose event:
+//! every `recordId` comes back exactly once, in order, and one bad record never fails the batch.
+//!
+//! The transform takes a [`Context`] besides the bytes: the record's id (from the Firehose
+//! `recordId`, so a retried invocation yields the same `record_id`) and its arrival time (Firehose's
+//! `approximateArrivalTimestamp`, which becomes `ingested_at` and bounds "too far in the future").
+//! That keeps it a pure function: the same event always gives the same response.
+
+use std::{env, path::Path};
+
+use aws_lambda_events::event::firehose::KinesisFirehoseEvent;
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use serde::{Deserialize, Serialize};
+use sluice_schemas::{Context, Contract, Limits, PartitionKeys, Record, Registry, Rejection, record_id};
+
+pub use aws_lambda_events::event::firehose;
+
+/// The result of transforming one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted: the normalized record and its partition.
+    Ok(Box<Record>),
+    /// Nothing to deliver (the record holds only whitespace).
+    Dropped,
+    /// Rejected by the record contract.
+    ProcessingFailed(Rejection),
+}
+
+/// Firehose's transformation result. Serialized exactly as Firehose expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransformResult {
+    /// `Ok`.
+    Ok,
+    /// `Dropped`.
+    Dropped,
+    /// `ProcessingFailed`.
+    ProcessingFailed,
+}
+
+/// The Lambda's response to Firehose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FirehoseResponse {
+    /// One entry per input record, in input order.
+    pub records: Vec<ResponseRecord>,
+}
+
+/// One record of the response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResponseRecord {
+    /// The input record's `recordId`.
+    pub record_id: String,
+    /// What happened to it.
+    pub result: TransformResult,
+    /// Base64 of the normalized JSON line (`Ok`) or of the original bytes (otherwise).
+    pub data: String,
+    /// The partition keys for dynamic partitioning (`Ok` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub metadata: Option<ResponseMetadata>,
+}
+
+/// `metadata` of a response record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResponseMetadata {
+    /// `partitionKeys`, used by the delivery stream's `!{partitionKeyFromLambda:…}` prefix.
+    pub partition_keys: PartitionKeys,
+}
+
+/// The transform: the record contract plus the Firehose and SNS framing around it.
+#[derive(Debug, Clone, Default)]
+pub struct Partitioner {
+    contract: Contract,
+}
+
+/// A configuration error of the Lambda (reported as an init error).
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Partitioner {
+    /// A partitioner for `contract`.
+    pub fn new(contract: Contract) -> Self {
+        Self { contract }
+    }
+
+    /// The contract in use.
+    pub fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    /// A partitioner configured from the environment: `SLUICE_SCHEMAS_DIR` (extra log-type
+    /// definitions besides the built-in ones) and `SLUICE_MAX_FUTURE_HOURS` (default 24).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let registry = match env::var_os("SLUICE_SCHEMAS_DIR") {
+            Some(dir) => {
+                Registry::with_dir(Path::new(&dir)).map_err(|e| ConfigError(format!("SLUICE_SCHEMAS_DIR: {e}")))?
+            }
+            None => Registry::builtin(),
+        };
+        let mut limits = Limits::default();
+        if let Ok(h) = env::var("SLUICE_MAX_FUTURE_HOURS") {
+            let hours: i64 = h.parse().ok().filter(|h| (0..=24 * 366).contains(h)).ok_or_else(|| {
+                ConfigError(format!("SLUICE_MAX_FUTURE_HOURS={h:?} must be a whole number of hours, 0 to 8784"))
+            })?;
+            limits.max_future = chrono::Duration::hours(hours);
+        }
+        Ok(Self::new(Contract { registry, limits }))
+    }
+
+    /// Transforms one record: unwraps an SNS notification envelope, then applies the contract.
+    pub fn transform(&self, raw: &[u8], ctx: &Context) -> Outcome {
+        let unwrapped = unwrap_sns(raw);
+        let body = unwrapped.as_deref().unwrap_or(raw);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Outcome::Dropped;
+        }
+        match self.contract.parse(body, ctx) {
+            Ok(r) => Outcome::Ok(Box::new(r)),
+            Err(e) => Outcome::ProcessingFailed(e),
+        }
+    }
+
+    /// Handles one Firehose data-transformation event.
+    pub fn handle(&self, event: &KinesisFirehoseEvent) -> FirehoseResponse {
+        let mut records = Vec::with_capacity(event.records.len());
+        let mut line = Vec::with_capacity(1024);
+        for r in &event.records {
+            let fh_id = r.record_id.clone().unwrap_or_default();
+            let ctx = Context {
+                record_id: record_id(&fh_id),
+                arrival_micros: r.approximate_arrival_timestamp.0.timestamp_micros(),
+            };
+            let out = match self.transform(&r.data.0, &ctx) {
+                Outcome::Ok(rec) => {
+                    line.clear();
+                    rec.row.write_json_line(&self.contract.registry, &mut line);
+                    ResponseRecord {
+                        record_id: fh_id,
+                        result: TransformResult::Ok,
+                        data: BASE64.encode(&line),
+                        metadata: Some(ResponseMetadata { partition_keys: rec.partition.keys() }),
+                    }
+                }
+                Outcome::Dropped => ResponseRecord {
+                    record_id: fh_id,
+                    result: TransformResult::Dropped,
+                    data: BASE64.encode(&r.data.0),
+                    metadata: None,
+                },
+                Outcome::ProcessingFailed(e) => {
+                    tracing::warn!(
+                        record_id = %fh_id,
+                        reason = e.code.as_str(),
+                        message = %e.message,
+                        "record rejected"
+                    );
+                    ResponseRecord {
+                        record_id: fh_id,
+                        result: TransformResult::ProcessingFailed,
+                        data: BASE64.encode(&r.data.0),
+                        metadata: None,
+                    }
+                }
+            };
+            records.push(out);
+        }
+        FirehoseResponse { records }
+    }
+
+    /// Handles a Firehose event given as JSON text and returns the response as JSON text
+    /// (what `sluice firehose-invoke` prints).
+    pub fn handle_json(&self, event: &[u8]) -> Result<String, serde_json::Error> {
+        let event: KinesisFirehoseEvent = serde_json::from_slice(event)?;
+        serde_json::to_string_pretty(&self.handle(&event))
+    }
+}
+
+#[derive(Deserialize)]
+struct SnsNotification {
+    #[serde(rename = "Type")]
+    ty: String,
+    #[serde(rename = "Message")]
+    message: String,
+    #[serde(rename = "TopicArn")]
+    topic_arn: String,
+}
+
+/// The message inside an SNS notification envelope (what SNS delivers to a Firehose subscription
+/// when raw message delivery is off), or `None` when `raw` is not one.
+pub fn unwrap_sns(raw: &[u8]) -> Option<Vec<u8>> {
+    let head = &raw[..raw.len().min(2048)];
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' || !head.windows(10).any(|w| w == b"\"TopicArn\"") {
+        return None;
+    }
+    let n: SnsNotification = serde_json::from_slice(raw).ok()?;
+    (n.ty == "Notification" && n.topic_arn.starts_with("arn:")).then(|| n.message.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_strings_are_exact() {
+        let s =
+            serde_json::to_string(&[TransformResult::Ok, TransformResult::Dropped, TransformResult::ProcessingFailed])
+                .expect("serialize");
+        assert_eq!(s, r#"["Ok","Dropped","ProcessingFailed"]"#);
+    }
+
+    #[test]
+    fn sns_envelopes_are_unwrapped_and_others_are_not() {
+        let env = r#"{"Type" : "Notification", "MessageId" : "m", "TopicArn" : "arn:aws:sns:us-east-1:123456789012:logs", "Message" : "{\"a\":1}", "Timestamp" : "2023-02-17T16:38:41.520Z"}"#;
+        assert_eq!(unwrap_sns(env.as_bytes()).as_deref(), Some(br#"{"a":1}"#.as_slice()));
+        assert_eq!(unwrap_sns(br#"{"Type":"Other","TopicArn":"arn:x","Message":"m"}"#), None);
+        assert_eq!(unwrap_sns(br#"{"TopicArn":"arn:x"}"#), None);
+        assert_eq!(unwrap_sns(b"[1]"), None);
+    }
+}

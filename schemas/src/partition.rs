@@ -1,0 +1,208 @@
+//! Partition values and the Hive-style partition path.
+//!
+//! Partition values become S3 keys and folder names, so they are validated, never escaped:
+//! 1–64 characters of `[A-Za-z0-9._-]`, not starting with `.`, case-sensitive.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest partition value accepted.
+pub const MAX_PARTITION_VALUE_LEN: usize = 64;
+
+/// Names of the seven partition columns, in path order.
+pub const PARTITION_COLUMNS: [&str; 7] = ["environment", "organization", "logtype", "year", "month", "day", "hour"];
+
+/// Why a string is not a valid partition value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionValueError {
+    /// The value is empty.
+    Empty,
+    /// The value is longer than [`MAX_PARTITION_VALUE_LEN`].
+    TooLong(usize),
+    /// The value starts with a dot (`.`, `..` and hidden names are never folder names).
+    LeadingDot,
+    /// The value contains a character outside `[A-Za-z0-9._-]`.
+    BadChar(char),
+}
+
+impl fmt::Display for PartitionValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("is empty"),
+            Self::TooLong(n) => write!(f, "is {n} characters long (at most {MAX_PARTITION_VALUE_LEN})"),
+            Self::LeadingDot => f.write_str("starts with `.`"),
+            Self::BadChar(c) => write!(f, "contains {c:?}; only A-Z, a-z, 0-9, `.`, `_` and `-` are allowed"),
+        }
+    }
+}
+
+/// Checks the partition-value rule of the record contract.
+pub fn validate_partition_value(value: &str) -> Result<(), PartitionValueError> {
+    if value.is_empty() {
+        return Err(PartitionValueError::Empty);
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(PartitionValueError::BadChar(c));
+    }
+    if value.len() > MAX_PARTITION_VALUE_LEN {
+        return Err(PartitionValueError::TooLong(value.len()));
+    }
+    if value.starts_with('.') {
+        return Err(PartitionValueError::LeadingDot);
+    }
+    Ok(())
+}
+
+/// The partition of one record: where it lands in the lake.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Partition {
+    /// `environment` (validated).
+    pub environment: String,
+    /// `organization` (validated).
+    pub organization: String,
+    /// `logtype` (validated and registered).
+    pub logtype: String,
+    /// UTC year, 2000–9999.
+    pub year: u16,
+    /// Month 1–12.
+    pub month: u8,
+    /// Day 1–31.
+    pub day: u8,
+    /// Hour 0–23.
+    pub hour: u8,
+}
+
+impl Partition {
+    /// The relative path of this partition under `{lake}/logs/`, with zero-padded date parts:
+    /// `environment=dev/organization=42/logtype=web/year=2023/month=02/day=17/hour=16`.
+    pub fn path(&self) -> String {
+        format!(
+            "environment={}/organization={}/logtype={}/year={:04}/month={:02}/day={:02}/hour={:02}",
+            self.environment, self.organization, self.logtype, self.year, self.month, self.day, self.hour
+        )
+    }
+
+    /// The Firehose partition keys (`metadata.partitionKeys`), as zero-padded strings.
+    pub fn keys(&self) -> PartitionKeys {
+        PartitionKeys {
+            environment: self.environment.clone(),
+            organization: self.organization.clone(),
+            logtype: self.logtype.clone(),
+            year: format!("{:04}", self.year),
+            month: format!("{:02}", self.month),
+            day: format!("{:02}", self.day),
+            hour: format!("{:02}", self.hour),
+        }
+    }
+
+    /// Parses a path written by [`Partition::path`] (a trailing `/` or file name is not allowed).
+    /// Every value is validated again, so a parsed partition is always safe to use as a path.
+    pub fn parse_path(path: &str) -> Option<Self> {
+        let mut parts = path.split('/');
+        let mut next = |key: &str| -> Option<&str> { parts.next()?.strip_prefix(key)?.strip_prefix('=') };
+        let environment = next("environment")?;
+        let organization = next("organization")?;
+        let logtype = next("logtype")?;
+        let year = next("year")?;
+        let month = next("month")?;
+        let day = next("day")?;
+        let hour = next("hour")?;
+        if parts.next().is_some() {
+            return None;
+        }
+        for v in [environment, organization, logtype] {
+            validate_partition_value(v).ok()?;
+        }
+        let num = |s: &str, width: usize| -> Option<u16> {
+            (s.len() == width && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+        };
+        let p = Self {
+            environment: environment.to_owned(),
+            organization: organization.to_owned(),
+            logtype: logtype.to_owned(),
+            year: num(year, 4)?,
+            month: u8::try_from(num(month, 2)?).ok()?,
+            day: u8::try_from(num(day, 2)?).ok()?,
+            hour: u8::try_from(num(hour, 2)?).ok()?,
+        };
+        chrono::NaiveDate::from_ymd_opt(i32::from(p.year), u32::from(p.month), u32::from(p.day))?;
+        (p.hour < 24).then_some(p)
+    }
+}
+
+/// Firehose's `metadata.partitionKeys` object, in path order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionKeys {
+    /// `environment`.
+    pub environment: String,
+    /// `organization`.
+    pub organization: String,
+    /// `logtype`.
+    pub logtype: String,
+    /// `YYYY`.
+    pub year: String,
+    /// `MM`.
+    pub month: String,
+    /// `DD`.
+    pub day: String,
+    /// `HH`.
+    pub hour: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rule_examples() {
+        for ok in ["dev", "hot", "42", "a.b-c_d", "A", &"x".repeat(64)] {
+            assert_eq!(validate_partition_value(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_partition_value(""), Err(PartitionValueError::Empty));
+        assert_eq!(validate_partition_value(".."), Err(PartitionValueError::LeadingDot));
+        assert_eq!(validate_partition_value(".hidden"), Err(PartitionValueError::LeadingDot));
+        assert_eq!(validate_partition_value(&"x".repeat(65)), Err(PartitionValueError::TooLong(65)));
+        for (bad, c) in [("a/b", '/'), ("a=b", '='), ("a b", ' '), ("é", 'é'), ("a\\b", '\\'), ("a\0", '\0')] {
+            assert_eq!(validate_partition_value(bad), Err(PartitionValueError::BadChar(c)), "{bad:?}");
+        }
+    }
+
+    fn partition(env: String, org: String, lt: String, h: u8) -> Partition {
+        Partition { environment: env, organization: org, logtype: lt, year: 2024, month: 2, day: 29, hour: h }
+    }
+
+    proptest! {
+        /// A partition value is either rejected, or yields a path that stays inside its prefix
+        /// and parses back to the same value.
+        #[test]
+        fn value_rejected_or_round_trips(env in "[A-Za-z0-9._/=-]{0,66}", org in "(\\PC{0,3}|[0-9a-z.]{1,70})", lt in "[a-z./=_-]{0,8}", hour in 0u8..24) {
+            let valid = [&env, &org, &lt].iter().all(|v| validate_partition_value(v).is_ok());
+            if valid {
+                let p = partition(env, org, lt, hour);
+                let path = p.path();
+                // Stays inside its prefix: every segment is `key=value` with no traversal.
+                let segments: Vec<&str> = path.split('/').collect();
+                prop_assert_eq!(segments.len(), 7);
+                for (seg, key) in segments.iter().zip(PARTITION_COLUMNS) {
+                    let value = seg.strip_prefix(key).and_then(|s| s.strip_prefix('='));
+                    prop_assert!(value.is_some_and(|v| !v.is_empty() && !v.starts_with('.')));
+                }
+                let joined = std::path::Path::new("/lake/logs").join(&path);
+                prop_assert!(joined.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_))));
+                prop_assert!(joined.starts_with("/lake/logs"));
+                prop_assert_eq!(Partition::parse_path(&path), Some(p));
+            }
+        }
+
+        /// Arbitrary strings never parse into a partition that renders to a different path.
+        #[test]
+        fn parse_is_strict(s in "\\PC{0,120}") {
+            if let Some(p) = Partition::parse_path(&s) {
+                prop_assert_eq!(p.path(), s);
+            }
+        }
+    }
+}

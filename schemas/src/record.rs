@@ -1,0 +1,782 @@
+//! The record contract: parse, validate and normalize one producer record into a lake row and
+//! its partition, or reject it with a stable reason code.
+//!
+//! See DESIGN.md §1. The parser is a pure function of the raw bytes and a [`Context`] (the
+//! record's id and arrival time), so the Firehose Lambda and the embedded delivery stream give
+//! byte-identical output for the same input.
+
+use std::{borrow::Cow, fmt};
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{
+    json::{self, Fields, Kind},
+    partition::{Partition, validate_partition_value},
+    registry::{ExtraType, LogType, Registry},
+};
+
+/// Why a record was rejected. The strings are stable: they are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// Not parseable JSON, invalid UTF-8, or nesting deeper than the limit.
+    InvalidJson,
+    /// Valid JSON but not an object.
+    NotAnObject,
+    /// A required field is absent or null.
+    MissingField,
+    /// A field has the wrong type or an unparseable value.
+    InvalidField,
+    /// A partition value breaks the partition-value rule.
+    InvalidPartitionValue,
+    /// `logType` is not registered.
+    UnknownLogType,
+    /// The record is over the size limit (1,000 KiB, Firehose's record limit).
+    RecordTooLarge,
+    /// `time` is before 2000-01-01 or too far in the future.
+    TimeOutOfRange,
+    /// The record names an organization its producer may not write (set by the ingest API).
+    ForbiddenOrganization,
+}
+
+impl ReasonCode {
+    /// Every code the record contract itself produces.
+    pub const CONTRACT: [Self; 8] = [
+        Self::InvalidJson,
+        Self::NotAnObject,
+        Self::MissingField,
+        Self::InvalidField,
+        Self::InvalidPartitionValue,
+        Self::UnknownLogType,
+        Self::RecordTooLarge,
+        Self::TimeOutOfRange,
+    ];
+
+    /// The stable string of this code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::MissingField => "missing_field",
+            Self::InvalidField => "invalid_field",
+            Self::InvalidPartitionValue => "invalid_partition_value",
+            Self::UnknownLogType => "unknown_log_type",
+            Self::RecordTooLarge => "record_too_large",
+            Self::TimeOutOfRange => "time_out_of_range",
+            Self::ForbiddenOrganization => "forbidden_organization",
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected record: a reason code and a message that says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The stable reason code.
+    pub code: ReasonCode,
+    /// What is wrong, with the offending value, and how to fix it.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with `code` and `message`.
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Limits of the record contract.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest record accepted, in bytes (Firehose's record limit, 1,000 KiB).
+    pub max_record_bytes: usize,
+    /// Earliest accepted `time`.
+    pub min_time: DateTime<Utc>,
+    /// How far past its arrival a record's `time` may be.
+    pub max_future: chrono::Duration,
+    /// Deepest nesting of arrays and objects accepted.
+    pub max_depth: usize,
+}
+
+/// The default nesting limit.
+pub const MAX_DEPTH: usize = 64;
+
+/// 1,000 KiB, Firehose's limit for one record.
+pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: MAX_RECORD_BYTES,
+            min_time: Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("valid date"),
+            max_future: chrono::Duration::hours(24),
+            max_depth: MAX_DEPTH,
+        }
+    }
+}
+
+/// What the caller knows about a record besides its bytes.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The record's id (see [`record_id`]): stable across retries of the same delivery.
+    pub record_id: String,
+    /// When the pipeline received the record (becomes `ingested_at`), microseconds since the epoch.
+    pub arrival_micros: i64,
+}
+
+/// A record id from the identity of a record's delivery (a Firehose `recordId`, a write-ahead-log
+/// position, an imported file's hash and line): 32 hex digits, the same for every retry.
+pub fn record_id(source: &str) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes()))
+}
+
+/// A typed value of an extra column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtraValue {
+    /// Text.
+    String(String),
+    /// Integer.
+    Bigint(i64),
+    /// Float.
+    Double(f64),
+    /// Boolean.
+    Boolean(bool),
+    /// Microseconds since the epoch, UTC.
+    Timestamp(i64),
+    /// JSON text.
+    Json(String),
+}
+
+/// One element of `events`: a step of a request on one server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `action`.
+    pub action: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `detail` as JSON text.
+    pub detail: Option<String>,
+    /// `caller`.
+    pub caller: Option<String>,
+    /// `server`.
+    pub server: Option<String>,
+    /// `success`.
+    pub success: Option<bool>,
+    /// `time`, microseconds since the epoch, UTC.
+    pub time: Option<i64>,
+    /// `transactionId`.
+    pub transaction_id: Option<String>,
+    /// `type`.
+    pub r#type: Option<String>,
+    /// Other fields, a JSON object as text.
+    pub attributes: Option<String>,
+}
+
+/// The data columns of one record, normalized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `record_id`.
+    pub record_id: String,
+    /// `time`, microseconds since the epoch, UTC.
+    pub time: i64,
+    /// `transaction_id`.
+    pub transaction_id: Option<String>,
+    /// `server`.
+    pub server: Option<String>,
+    /// `action`.
+    pub action: Option<String>,
+    /// `type`.
+    pub r#type: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `caller`.
+    pub caller: Option<String>,
+    /// `success`.
+    pub success: Option<bool>,
+    /// `detail`, JSON text.
+    pub detail: Option<String>,
+    /// `events`.
+    pub events: Option<Vec<Event>>,
+    /// `attributes`, a JSON object as text.
+    pub attributes: Option<String>,
+    /// `ingested_at`, microseconds since the epoch, UTC.
+    pub ingested_at: i64,
+    /// Typed extras: (index in [`Registry::extras`], value), in that index order.
+    pub extras: Extras,
+}
+
+/// Typed extras of a row: (index in [`Registry::extras`], value).
+pub type Extras = Vec<(usize, ExtraValue)>;
+
+/// An accepted record: where it goes and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The partition (lake path) of the record.
+    pub partition: Partition,
+    /// The data columns.
+    pub row: Row,
+}
+
+/// The record contract: a registry of log types and the limits.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Registered log types.
+    pub registry: Registry,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for Contract {
+    fn default() -> Self {
+        Self { registry: Registry::builtin(), limits: Limits::default() }
+    }
+}
+
+fn reject<T>(code: ReasonCode, message: impl Into<String>) -> Result<T, Rejection> {
+    Err(Rejection::new(code, message))
+}
+
+fn invalid<T>(field: &str, expected: &str, raw: &RawValue) -> Result<T, Rejection> {
+    reject(ReasonCode::InvalidField, format!("`{field}` must be {expected}, got {}", preview(raw.get())))
+}
+
+/// At most 80 characters of a value, for messages.
+fn preview(text: &str) -> String {
+    let mut s: String = text.chars().take(80).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    s
+}
+
+fn opt(v: Option<&RawValue>) -> Option<&RawValue> {
+    v.filter(|r| json::kind(r) != Kind::Null)
+}
+
+fn opt_string(field: &str, v: Option<&RawValue>) -> Result<Option<String>, Rejection> {
+    match opt(v) {
+        None => Ok(None),
+        Some(r) => match json::string(r) {
+            Some(s) => Ok(Some(s.into_owned())),
+            None => invalid(field, "a string", r),
+        },
+    }
+}
+
+fn opt_bool(field: &str, v: Option<&RawValue>) -> Result<Option<bool>, Rejection> {
+    match opt(v).map(|r| (r, r.get())) {
+        None => Ok(None),
+        Some((_, "true")) => Ok(Some(true)),
+        Some((_, "false")) => Ok(Some(false)),
+        Some((r, _)) => invalid(field, "a boolean", r),
+    }
+}
+
+fn json_text(v: Option<&RawValue>) -> Option<String> {
+    opt(v).map(|r| json::minify(r.get()).into_owned())
+}
+
+/// Parses epoch milliseconds (a JSON number, integer or not) into microseconds since the epoch.
+pub fn parse_epoch_millis(number: &str) -> Option<i64> {
+    if let Ok(ms) = number.parse::<i64>() {
+        return ms.checked_mul(1000);
+    }
+    let micros = (number.parse::<f64>().ok()? * 1000.0).round();
+    (micros.is_finite() && micros.abs() < 9.0e18).then_some(micros as i64)
+}
+
+/// Parses an RFC 3339 time (`Z` or an offset, any number of fraction digits) into microseconds
+/// since the epoch, UTC.
+pub fn parse_time_str(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.with_timezone(&Utc).timestamp_micros());
+    }
+    // More than nine fraction digits: keep nine (nanoseconds) and try again.
+    let (head, tail) = s.split_once('.')?;
+    let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+    if digits <= 9 {
+        return None;
+    }
+    let trimmed = format!("{head}.{}{}", &tail[..9], &tail[digits..]);
+    DateTime::parse_from_rfc3339(&trimmed).ok().map(|dt| dt.with_timezone(&Utc).timestamp_micros())
+}
+
+fn time_field(field: &str, r: &RawValue) -> Result<i64, Rejection> {
+    let t = match json::kind(r) {
+        Kind::String => json::string(r).and_then(|s| parse_time_str(&s)),
+        Kind::Number => parse_epoch_millis(r.get()),
+        _ => return invalid(field, "an RFC 3339 time string or epoch milliseconds", r),
+    };
+    match t {
+        Some(t) => Ok(t),
+        None => invalid(field, "an RFC 3339 time (2023-02-17T16:38:41.520Z) or epoch milliseconds", r),
+    }
+}
+
+/// Formats microseconds since the epoch as RFC 3339 UTC with six fraction digits.
+pub fn format_time(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Micros, true))
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// An hour part (`year`, `month`, …): a JSON integer or a string of digits.
+fn hour_part(field: &str, r: &RawValue) -> Result<u32, Rejection> {
+    let text: Cow<'_, str> = match json::kind(r) {
+        Kind::Number => Cow::Borrowed(r.get()),
+        Kind::String => json::string(r).unwrap_or_default(),
+        _ => return invalid(field, "an integer or a string of digits", r),
+    };
+    if !text.is_empty()
+        && text.len() <= 4
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = text.parse()
+    {
+        return Ok(n);
+    }
+    invalid(field, "an integer or a string of digits", r)
+}
+
+fn partition_value(field: &str, value: &str) -> Result<(), Rejection> {
+    validate_partition_value(value).map_err(|e| {
+        Rejection::new(
+            ReasonCode::InvalidPartitionValue,
+            format!(
+                "`{field}` {:?} {e}: partition values are 1-64 characters of A-Z a-z 0-9 . _ - and do not start with `.`",
+                preview(value)
+            ),
+        )
+    })
+}
+
+fn required<'a>(field: &str, v: Option<&'a RawValue>) -> Result<&'a RawValue, Rejection> {
+    opt(v).ok_or_else(|| Rejection::new(ReasonCode::MissingField, format!("`{field}` is required")))
+}
+
+impl Contract {
+    /// Applies the record contract to one raw record.
+    pub fn parse(&self, raw: &[u8], ctx: &Context) -> Result<Record, Rejection> {
+        if raw.len() > self.limits.max_record_bytes {
+            return reject(
+                ReasonCode::RecordTooLarge,
+                format!(
+                    "record is {} bytes; the limit is {} bytes (Firehose's 1,000 KiB): split it or move bulk data out of the log",
+                    raw.len(),
+                    self.limits.max_record_bytes
+                ),
+            );
+        }
+        if json::deeper_than(raw, self.limits.max_depth) {
+            return reject(
+                ReasonCode::InvalidJson,
+                format!("JSON nests deeper than {} levels; flatten it", self.limits.max_depth),
+            );
+        }
+        let Fields(fields) = match serde_json::from_slice::<Fields<'_>>(raw) {
+            Ok(f) => f,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                return reject(ReasonCode::NotAnObject, "a record must be a JSON object ({…})");
+            }
+            Err(e) => return reject(ReasonCode::InvalidJson, format!("not valid JSON: {e}")),
+        };
+
+        let mut org = None;
+        let mut env = None;
+        let mut logtype = None;
+        let mut time = None;
+        let mut ymdh: [Option<&RawValue>; 4] = [None; 4];
+        let mut txn = None;
+        let mut server = None;
+        let mut action = None;
+        let mut ty = None;
+        let mut description = None;
+        let mut caller = None;
+        let mut success = None;
+        let mut detail = None;
+        let mut events = None;
+        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
+        for (k, v) in fields {
+            let slot = match k.as_ref() {
+                "organizationID" => &mut org,
+                "environment" => &mut env,
+                "logType" => &mut logtype,
+                "time" => &mut time,
+                "year" => &mut ymdh[0],
+                "month" => &mut ymdh[1],
+                "day" => &mut ymdh[2],
+                "hour" => &mut ymdh[3],
+                "transactionId" => &mut txn,
+                "server" => &mut server,
+                "action" => &mut action,
+                "type" => &mut ty,
+                "description" => &mut description,
+                "caller" => &mut caller,
+                "success" => &mut success,
+                "detail" => &mut detail,
+                "events" => &mut events,
+                _ => {
+                    rest.retain(|(rk, _)| *rk != k);
+                    rest.push((k, v));
+                    continue;
+                }
+            };
+            *slot = Some(v);
+        }
+
+        // Partition values.
+        let org_raw = required("organizationID", org)?;
+        let organization: Cow<'_, str> = match json::kind(org_raw) {
+            Kind::String => json::string(org_raw).unwrap_or_default(),
+            Kind::Number if org_raw.get().bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
+                Cow::Borrowed(org_raw.get())
+            }
+            _ => return invalid("organizationID", "a string or an integer", org_raw),
+        };
+        let env_raw = required("environment", env)?;
+        let Some(environment) = json::string(env_raw) else {
+            return invalid("environment", "a string", env_raw);
+        };
+        let lt_raw = required("logType", logtype)?;
+        let Some(lt_name) = json::string(lt_raw) else {
+            return invalid("logType", "a string", lt_raw);
+        };
+        partition_value("organizationID", &organization)?;
+        partition_value("environment", &environment)?;
+        partition_value("logType", &lt_name)?;
+        let Some(lt) = self.registry.get(&lt_name) else {
+            return reject(
+                ReasonCode::UnknownLogType,
+                format!(
+                    "logType {lt_name:?} is not registered; valid values are {}; add schemas/logtypes/{lt_name}.toml to register it",
+                    self.registry.names().join(", ")
+                ),
+            );
+        };
+
+        // The hour: from year/month/day/hour when all four are present, else from `time`.
+        let all_parts = ymdh.iter().all(|p| opt(*p).is_some());
+        let part_hour = if all_parts {
+            let mut n = [0u32; 4];
+            for (i, (name, p)) in ["year", "month", "day", "hour"].iter().zip(ymdh).enumerate() {
+                n[i] = hour_part(name, p.expect("checked present"))?;
+            }
+            let date = NaiveDate::from_ymd_opt(n[0] as i32, n[1], n[2]).filter(|_| n[3] < 24);
+            let Some(start) = date.and_then(|d| d.and_hms_opt(n[3], 0, 0)) else {
+                return reject(
+                    ReasonCode::InvalidField,
+                    format!("year/month/day/hour {}-{}-{} {}h is not a valid UTC hour", n[0], n[1], n[2], n[3]),
+                );
+            };
+            Some(start.and_utc().timestamp_micros())
+        } else {
+            for (name, p) in ["year", "month", "day", "hour"].iter().zip(ymdh) {
+                if let Some(p) = opt(p) {
+                    rest.push((Cow::Borrowed(name), p));
+                }
+            }
+            None
+        };
+        let time = match (opt(time), part_hour) {
+            (Some(r), _) => time_field("time", r)?,
+            (None, Some(start)) => start,
+            (None, None) => {
+                return reject(
+                    ReasonCode::MissingField,
+                    "`time` is required (RFC 3339 or epoch milliseconds) unless all of year, month, day and hour are given",
+                );
+            }
+        };
+        let hour_start = part_hour.unwrap_or(time.div_euclid(3_600_000_000) * 3_600_000_000);
+        let min = self.limits.min_time.timestamp_micros();
+        let max = ctx.arrival_micros.saturating_add(self.limits.max_future.num_microseconds().unwrap_or(i64::MAX));
+        for t in [time, hour_start] {
+            if t < min || t > max {
+                return reject(
+                    ReasonCode::TimeOutOfRange,
+                    format!(
+                        "time {} is outside the accepted range {} to {} (arrival + {} h); check the producer's clock and time zone",
+                        format_time(t),
+                        format_time(min),
+                        format_time(max),
+                        self.limits.max_future.num_hours()
+                    ),
+                );
+            }
+        }
+        let hour = DateTime::<Utc>::from_timestamp_micros(hour_start).expect("checked range");
+        let partition = Partition {
+            environment: environment.into_owned(),
+            organization: organization.into_owned(),
+            logtype: lt.name.clone(),
+            year: u16::try_from(chrono::Datelike::year(&hour)).expect("checked range"),
+            month: chrono::Datelike::month(&hour) as u8,
+            day: chrono::Datelike::day(&hour) as u8,
+            hour: chrono::Timelike::hour(&hour) as u8,
+        };
+
+        let events = match opt(events) {
+            None => None,
+            Some(r) => Some(parse_events(r)?),
+        };
+        let (extras, attributes) = self.extras_and_attributes(lt, rest)?;
+        let row = Row {
+            record_id: ctx.record_id.clone(),
+            time,
+            transaction_id: opt_string("transactionId", txn)?,
+            server: opt_string("server", server)?,
+            action: opt_string("action", action)?,
+            r#type: opt_string("type", ty)?,
+            description: opt_string("description", description)?,
+            caller: opt_string("caller", caller)?,
+            success: opt_bool("success", success)?,
+            detail: json_text(detail),
+            events,
+            attributes,
+            ingested_at: ctx.arrival_micros,
+            extras,
+        };
+        Ok(Record { partition, row })
+    }
+
+    fn extras_and_attributes(
+        &self,
+        lt: &LogType,
+        rest: Vec<(Cow<'_, str>, &RawValue)>,
+    ) -> Result<(Extras, Option<String>), Rejection> {
+        let mut extras = Vec::new();
+        let mut attrs: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
+        for (k, v) in rest {
+            match lt.extra(&k) {
+                Some(col) => {
+                    if let Some(value) = extra_value(&col.field, col.ty, v)? {
+                        let idx = self.registry.extra_index(&col.name).expect("registry holds every extra");
+                        extras.push((idx, value));
+                    }
+                }
+                None => attrs.push((k, v)),
+            }
+        }
+        extras.sort_by_key(|(i, _)| *i);
+        Ok((extras, object_text(&attrs)))
+    }
+}
+
+/// A JSON object as text from (key, raw value) pairs; `None` when there are none.
+fn object_text(pairs: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(&mut out, k);
+        out.push(b':');
+        out.extend_from_slice(json::minify(v.get()).as_bytes());
+    }
+    out.push(b'}');
+    Some(String::from_utf8(out).expect("built from valid UTF-8"))
+}
+
+fn extra_value(field: &str, ty: ExtraType, r: &RawValue) -> Result<Option<ExtraValue>, Rejection> {
+    let kind = json::kind(r);
+    if kind == Kind::Null {
+        return Ok(None);
+    }
+    let text = r.get();
+    let s = if kind == Kind::String { json::string(r) } else { None };
+    let value = match ty {
+        ExtraType::String => match (kind, s) {
+            (Kind::String, Some(s)) => ExtraValue::String(s.into_owned()),
+            (Kind::Number, _) => ExtraValue::String(text.to_owned()),
+            _ => return invalid(field, "a string", r),
+        },
+        ExtraType::Bigint => {
+            let n = match (kind, s) {
+                (Kind::Number, _) => text.parse::<i64>().ok(),
+                (Kind::String, Some(s)) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) => ExtraValue::Bigint(n),
+                None => return invalid(field, "an integer", r),
+            }
+        }
+        ExtraType::Double => {
+            let n = match (kind, s) {
+                (Kind::Number, _) => text.parse::<f64>().ok(),
+                (Kind::String, Some(s)) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            match n.filter(|n| n.is_finite()) {
+                Some(n) => ExtraValue::Double(n),
+                None => return invalid(field, "a number", r),
+            }
+        }
+        ExtraType::Boolean => match (text, s.as_deref()) {
+            ("true", _) | (_, Some("true")) => ExtraValue::Boolean(true),
+            ("false", _) | (_, Some("false")) => ExtraValue::Boolean(false),
+            _ => return invalid(field, "a boolean", r),
+        },
+        ExtraType::Timestamp => ExtraValue::Timestamp(time_field(field, r)?),
+        ExtraType::Json => ExtraValue::Json(json::minify(text).into_owned()),
+    };
+    Ok(Some(value))
+}
+
+fn parse_events(r: &RawValue) -> Result<Vec<Event>, Rejection> {
+    let items: Vec<&RawValue> = match json::kind(r) {
+        Kind::Array => serde_json::from_str(r.get())
+            .map_err(|e| Rejection::new(ReasonCode::InvalidField, format!("`events` is not a valid array: {e}")))?,
+        _ => return invalid("events", "an array of event objects", r),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let name = |f: &str| format!("events[{i}].{f}");
+        let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(item.get()) else {
+            return invalid(&format!("events[{i}]"), "an object", item);
+        };
+        let mut e = Event::default();
+        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
+        for (k, v) in fields {
+            match k.as_ref() {
+                "action" => e.action = opt_string(&name("action"), Some(v))?,
+                "description" => e.description = opt_string(&name("description"), Some(v))?,
+                "detail" => e.detail = json_text(Some(v)),
+                "caller" => e.caller = opt_string(&name("caller"), Some(v))?,
+                "server" => e.server = opt_string(&name("server"), Some(v))?,
+                "success" => e.success = opt_bool(&name("success"), Some(v))?,
+                "time" => e.time = opt(Some(v)).map(|t| time_field(&name("time"), t)).transpose()?,
+                "transactionId" => e.transaction_id = opt_string(&name("transactionId"), Some(v))?,
+                "type" => e.r#type = opt_string(&name("type"), Some(v))?,
+                _ => {
+                    rest.retain(|(rk, _)| *rk != k);
+                    rest.push((k, v));
+                }
+            }
+        }
+        e.attributes = object_text(&rest);
+        out.push(e);
+    }
+    Ok(out)
+}
+
+impl Row {
+    /// The normalized JSON line of this row: data columns with lake names, nulls left out,
+    /// timestamps as RFC 3339 UTC, newline-terminated. This is what the Firehose Lambda returns.
+    pub fn to_json_line(&self, registry: &Registry) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write_json_line(registry, &mut out);
+        out
+    }
+
+    /// Appends the normalized JSON line of this row to `out`.
+    pub fn write_json_line(&self, registry: &Registry, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut w = ObjectWriter { out, first: true };
+        w.str("record_id", Some(&self.record_id));
+        w.time("time", Some(self.time));
+        w.str("transaction_id", self.transaction_id.as_deref());
+        w.str("server", self.server.as_deref());
+        w.str("action", self.action.as_deref());
+        w.str("type", self.r#type.as_deref());
+        w.str("description", self.description.as_deref());
+        w.str("caller", self.caller.as_deref());
+        w.bool("success", self.success);
+        w.str("detail", self.detail.as_deref());
+        if let Some(events) = &self.events {
+            w.key("events");
+            w.out.push(b'[');
+            for (i, e) in events.iter().enumerate() {
+                if i > 0 {
+                    w.out.push(b',');
+                }
+                w.out.push(b'{');
+                let mut ew = ObjectWriter { out: w.out, first: true };
+                ew.str("action", e.action.as_deref());
+                ew.str("description", e.description.as_deref());
+                ew.str("detail", e.detail.as_deref());
+                ew.str("caller", e.caller.as_deref());
+                ew.str("server", e.server.as_deref());
+                ew.bool("success", e.success);
+                ew.time("time", e.time);
+                ew.str("transaction_id", e.transaction_id.as_deref());
+                ew.str("type", e.r#type.as_deref());
+                ew.str("attributes", e.attributes.as_deref());
+                w.out.push(b'}');
+            }
+            w.out.push(b']');
+        }
+        w.str("attributes", self.attributes.as_deref());
+        w.time("ingested_at", Some(self.ingested_at));
+        let extras = registry.extras();
+        for (i, v) in &self.extras {
+            let name = &extras[*i].name;
+            match v {
+                ExtraValue::String(s) | ExtraValue::Json(s) => w.str(name, Some(s)),
+                ExtraValue::Bigint(n) => w.raw(name, &n.to_string()),
+                ExtraValue::Double(n) => w.raw(name, &serde_json::to_string(n).unwrap_or_else(|_| "null".into())),
+                ExtraValue::Boolean(b) => w.bool(name, Some(*b)),
+                ExtraValue::Timestamp(t) => w.time(name, Some(*t)),
+            }
+        }
+        out.push(b'}');
+        out.push(b'\n');
+    }
+}
+
+struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl ObjectWriter<'_> {
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+    fn raw(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.out.extend_from_slice(v.as_bytes());
+    }
+    fn str(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.key(k);
+            json::write_str(self.out, v);
+        }
+    }
+    fn bool(&mut self, k: &str, v: Option<bool>) {
+        if let Some(v) = v {
+            self.raw(k, if v { "true" } else { "false" });
+        }
+    }
+    fn time(&mut self, k: &str, v: Option<i64>) {
+        if let Some(v) = v {
+            self.key(k);
+            self.out.push(b'"');
+            self.out.extend_from_slice(format_time(v).as_bytes());
+            self.out.push(b'"');
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Tests of the record contract (DESIGN.md §1).
+
+use crate::*;
+
+const ARRIVAL: i64 = 1_676_652_000_000_000; // 2023-02-17T16:40:00Z
+
+fn ctx() -> Context {
+    Context { record_id: record_id("test"), arrival_micros: ARRIVAL }
+}
+
+fn parse(json: &str) -> std::result::Result<Record, Rejection> {
+    Contract::default().parse(json.as_bytes(), &ctx())
+}
+
+fn code(json: &str) -> ReasonCode {
+    match parse(json) {
+        Ok(r) => panic!("accepted {json}: {r:?}"),
+        Err(e) => e.code,
+    }
+}
+
+const BASE: &str = r#""organizationID":"42","environment":"dev","logType":"web""#;
+
+#[test]
+fn a_full_record_normalizes() {
+    let rec = parse(&format!(
+        r#"{{{BASE},"time":"2023-02-17T11:38:41.5204-05:00","transactionId":"t-1","server":"dspweb","action":"received request",
+            "type":"request","description":"hello ü","caller":"a.js:1:2","success":true,"detail":{{ "k" : [1, 2.50] }},
+            "statusCode":"200","durationMs":12,"zeta":null,"alpha":{{"x":1e3}},
+            "events":[{{"action":"a","time":1676651921520,"server":"dspagw","success":false,"extraE":"y"}}]}}"#
+    ))
+    .expect("accepted");
+    assert_eq!(rec.partition.path(), "environment=dev/organization=42/logtype=web/year=2023/month=02/day=17/hour=16");
+    let line = String::from_utf8(rec.row.to_json_line(&Registry::builtin())).expect("utf8");
+    assert_eq!(
+        line,
+        concat!(r#"{"record_id":"#, "\"", "placeholder", "\"").replace("placeholder", &record_id("test"))
+            + r#","time":"2023-02-17T16:38:41.520400Z","transaction_id":"t-1","server":"dspweb","action":"received request","type":"request","description":"hello ü","caller":"a.js:1:2","success":true,"detail":"{\"k\":[1,2.50]}","events":[{"action":"a","server":"dspagw","success":false,"time":"2023-02-17T16:38:41.520000Z","attributes":"{\"extraE\":\"y\"}"}],"attributes":"{\"zeta\":null,\"alpha\":{\"x\":1e3}}","ingested_at":"2023-02-17T16:40:00.000000Z","status_code":200,"duration_ms":12}"#
+            + "\n"
+    );
+}
+
+#[test]
+fn the_output_line_is_valid_json_with_lake_column_names() {
+    let registry = Registry::builtin();
+    let rec = parse(&format!(
+        r#"{{{BASE},"time":1676651921520,"year":2023,"month":"2","day":"17","hour":16,"caller":"x\"\n"}}"#
+    ))
+    .expect("accepted");
+    let v: serde_json::Value = serde_json::from_slice(&rec.row.to_json_line(&registry)).expect("json");
+    let names: Vec<String> = registry.lake_columns().into_iter().map(|c| c.name).collect();
+    for k in v.as_object().expect("object").keys() {
+        assert!(names.contains(k), "{k} is not a lake column");
+    }
+}
+
+#[test]
+fn hour_parts_decide_the_partition_and_time_defaults_to_the_hour() {
+    let rec = parse(&format!(r#"{{{BASE},"year":"2023","month":"02","day":17,"hour":"05"}}"#)).expect("accepted");
+    assert_eq!(rec.partition.path(), "environment=dev/organization=42/logtype=web/year=2023/month=02/day=17/hour=05");
+    assert_eq!(format_time(rec.row.time), "2023-02-17T05:00:00.000000Z");
+    // Hour parts win over `time` for the partition; `time` stays as sent.
+    let rec = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","year":2023,"month":2,"day":17,"hour":9}}"#))
+        .expect("accepted");
+    assert_eq!(rec.partition.hour, 9);
+    assert_eq!(format_time(rec.row.time), "2023-02-17T16:00:00.000000Z");
+    // Some but not all hour parts: partition from `time`, parts kept in attributes.
+    let rec = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","year":2023}}"#)).expect("accepted");
+    assert_eq!(rec.partition.hour, 16);
+    assert_eq!(rec.row.attributes.as_deref(), Some(r#"{"year":2023}"#));
+}
+
+#[test]
+fn time_formats() {
+    for (t, want) in [
+        (r#""2023-02-17T16:38:41Z""#, "2023-02-17T16:38:41.000000Z"),
+        (r#""2023-02-17T16:38:41.1Z""#, "2023-02-17T16:38:41.100000Z"),
+        (r#""2023-02-17T16:38:41.123456789123Z""#, "2023-02-17T16:38:41.123456Z"),
+        (r#""2023-02-17T18:38:41+02:00""#, "2023-02-17T16:38:41.000000Z"),
+        (r#""2023-02-17t16:38:41z""#, "2023-02-17T16:38:41.000000Z"),
+        ("1676651921520", "2023-02-17T16:38:41.520000Z"),
+        ("1676651921520.5", "2023-02-17T16:38:41.520500Z"),
+    ] {
+        let rec = parse(&format!(r#"{{{BASE},"time":{t}}}"#)).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(format_time(rec.row.time), want, "{t}");
+    }
+}
+
+#[test]
+fn every_reason_code() {
+    let cases: &[(&str, ReasonCode)] = &[
+        ("{", ReasonCode::InvalidJson),
+        ("", ReasonCode::InvalidJson),
+        (r#"{"a":1} {"b":2}"#, ReasonCode::InvalidJson),
+        (
+            &format!(r#"{{{BASE},"time":1676651921520,"detail":{}{}}}"#, "[".repeat(200), "]".repeat(200)),
+            ReasonCode::InvalidJson,
+        ),
+        (r#"[1,2]"#, ReasonCode::NotAnObject),
+        (r#""text""#, ReasonCode::NotAnObject),
+        ("null", ReasonCode::NotAnObject),
+        (r#"{"environment":"dev","logType":"web","time":1676651921520}"#, ReasonCode::MissingField),
+        (
+            r#"{"organizationID":null,"environment":"dev","logType":"web","time":1676651921520}"#,
+            ReasonCode::MissingField,
+        ),
+        (&format!(r#"{{{BASE}}}"#), ReasonCode::MissingField),
+        (&format!(r#"{{{BASE},"year":2023,"month":2,"day":17}}"#), ReasonCode::MissingField),
+        (&format!(r#"{{{BASE},"time":"yesterday"}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"time":true}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"time":1676651921520,"success":"yes"}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"time":1676651921520,"server":5}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"time":1676651921520,"events":{{}}}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"time":1676651921520,"events":[1]}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"time":1676651921520,"events":[{{"time":"soon"}}]}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"year":2023,"month":2,"day":30,"hour":1}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"year":2023,"month":2,"day":3,"hour":24}}"#), ReasonCode::InvalidField),
+        (&format!(r#"{{{BASE},"time":"2023-02-17T16:38:41Z","statusCode":"two hundred"}}"#), ReasonCode::InvalidField),
+        (
+            r#"{"organizationID":1.5,"environment":"dev","logType":"web","time":1676651921520}"#,
+            ReasonCode::InvalidField,
+        ),
+        (
+            r#"{"organizationID":"42","environment":["dev"],"logType":"web","time":1676651921520}"#,
+            ReasonCode::InvalidField,
+        ),
+        (
+            r#"{"organizationID":"../../etc","environment":"dev","logType":"web","time":1676651921520}"#,
+            ReasonCode::InvalidPartitionValue,
+        ),
+        (
+            r#"{"organizationID":"42","environment":".hidden","logType":"web","time":1676651921520}"#,
+            ReasonCode::InvalidPartitionValue,
+        ),
+        (
+            r#"{"organizationID":"42","environment":"","logType":"web","time":1676651921520}"#,
+            ReasonCode::InvalidPartitionValue,
+        ),
+        (
+            r#"{"organizationID":"42","environment":"dev","logType":"we b","time":1676651921520}"#,
+            ReasonCode::InvalidPartitionValue,
+        ),
+        (
+            r#"{"organizationID":"42","environment":"dev","logType":"billing","time":1676651921520}"#,
+            ReasonCode::UnknownLogType,
+        ),
+        (
+            r#"{"organizationID":"42","environment":"dev","logType":"WEB","time":1676651921520}"#,
+            ReasonCode::UnknownLogType,
+        ),
+        (&format!(r#"{{{BASE},"time":"1999-12-31T23:59:59Z"}}"#), ReasonCode::TimeOutOfRange),
+        (&format!(r#"{{{BASE},"time":"2023-02-18T17:00:00Z"}}"#), ReasonCode::TimeOutOfRange),
+        (&format!(r#"{{{BASE},"time":-1}}"#), ReasonCode::TimeOutOfRange),
+        (&format!(r#"{{{BASE},"year":1999,"month":1,"day":1,"hour":0}}"#), ReasonCode::TimeOutOfRange),
+    ];
+    for (json, want) in cases {
+        assert_eq!(code(json), *want, "{json:.120}");
+    }
+    let big = format!(r#"{{{BASE},"time":1676651921520,"description":"{}"}}"#, "x".repeat(MAX_RECORD_BYTES));
+    assert_eq!(code(&big), ReasonCode::RecordTooLarge);
+    let invalid_utf8 = [br#"{"organizationID":"42","environment":"d"#.as_slice(), &[0xff, 0xfe], b"\"}"].concat();
+    let e = Contract::default().parse(&invalid_utf8, &ctx()).unwrap_err();
+    assert_eq!(e.code, ReasonCode::InvalidJson);
+}
+
+#[test]
+fn messages_say_what_to_do() {
+    let e = parse(r#"{"organizationID":"42","environment":"dev","logType":"billing","time":0}"#).unwrap_err();
+    assert!(e.message.contains("valid values are agw, app, connector, container, hub, web"), "{}", e.message);
+    let e = parse(r#"{"organizationID":"a/b","environment":"dev","logType":"web","time":0}"#).unwrap_err();
+    assert!(e.message.contains("'/'"), "{}", e.message);
+    let e = parse(&format!(r#"{{{BASE},"time":"yesterday"}}"#)).unwrap_err();
+    assert!(e.message.contains("\"yesterday\""), "{}", e.message);
+}
+
+#[test]
+fn no_field_is_dropped() {
+    let json = format!(
+        r#"{{{BASE},"time":0.5e3,"record_id":"spoof","ingested_at":"x","unicode":"żółć 🦀","n":12345678901234567890123,"dup":1,"dup":2}}"#
+    );
+    let rec = Contract {
+        limits: Limits { min_time: chrono::DateTime::UNIX_EPOCH, ..Limits::default() },
+        ..Contract::default()
+    }
+    .parse(json.as_bytes(), &ctx())
+    .expect("accepted");
+    assert_eq!(rec.row.record_id, record_id("test"));
+    assert_eq!(
+        rec.row.attributes.as_deref(),
+        Some(r#"{"record_id":"spoof","ingested_at":"x","unicode":"żółć 🦀","n":12345678901234567890123,"dup":2}"#)
+    );
+}
+
+#[test]
+fn integer_organization_ids_are_stringified() {
+    let rec = parse(r#"{"organizationID":7,"environment":"prod","logType":"agw","time":0}"#);
+    assert_eq!(rec.map(|r| r.partition.organization).unwrap_or_default(), "");
+    let rec = parse(r#"{"organizationID":7,"environment":"prod","logType":"agw","time":"2023-01-01T00:00:00Z"}"#)
+        .expect("accepted");
+    assert_eq!(rec.partition.organization, "7");
+}
+
+#[test]
+fn glue_and_arrow_agree_column_for_column() {
+    let registry = Registry::builtin();
+    for cols in std::iter::once(registry.lake_columns())
+        .chain(registry.names().iter().filter_map(|n| registry.logtype_columns(n)))
+    {
+        let arrow = arrow_schema(&cols);
+        let glue = glue_columns(&cols);
+        assert_eq!(arrow.fields().len(), glue.len());
+        for (f, g) in arrow.fields().iter().zip(&glue) {
+            assert_eq!(f.name(), &g.name);
+            assert_eq!(hive_of_arrow(f.data_type()), g.ty, "{}", f.name());
+        }
+    }
+}
+
+/// An independent Arrow → Hive mapping, so the test does not check the code against itself.
+fn hive_of_arrow(t: &arrow_schema::DataType) -> String {
+    use arrow_schema::DataType::*;
+    match t {
+        Utf8 => "string".into(),
+        Int64 => "bigint".into(),
+        Float64 => "double".into(),
+        Boolean => "boolean".into(),
+        Timestamp(arrow_schema::TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => "timestamp".into(),
+        List(f) => format!("array<{}>", hive_of_arrow(f.data_type())),
+        Struct(fs) => format!(
+            "struct<{}>",
+            fs.iter().map(|f| format!("{}:{}", f.name(), hive_of_arrow(f.data_type()))).collect::<Vec<_>>().join(",")
+        ),
+        other => panic!("no Hive type for {other}"),
+    }
+}
+
+#[test]
+fn column_names_are_snake_case_and_unique() {
+    let registry = Registry::builtin();
+    let cols = registry.lake_columns();
+    let mut names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+    assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+    let n = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), n);
+}
+
+#[test]
+fn json_schema_names_every_log_type() {
+    let registry = Registry::builtin();
+    let s = json_schema(&registry, None);
+    assert_eq!(s["properties"]["logType"]["enum"].as_array().map(Vec::len), Some(6));
+    assert_eq!(s["allOf"].as_array().map(Vec::len), Some(6));
+    let web = json_schema(&registry, registry.get("web"));
+    assert_eq!(web["allOf"][0]["then"]["properties"]["statusCode"]["type"], serde_json::json!(["integer", "string"]));
+}

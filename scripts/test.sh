@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test of sluice, as CI does. On a fresh machine it installs what the tests need.
+#
+#   ./scripts/test.sh
+#
+# Set CARGO_TARGET_DIR to share a build directory between clones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (unit, integration, end-to-end; benchmarks run once as tests)"
+cargo test --workspace --all-targets --locked
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+step "the Lambda binary links no query engine and no unused AWS SDK"
+deps=$(cargo tree --locked -p sluice-partitioner -e normal --prefix none --target all | sort -u)
+if grep -E '^(datafusion|aws-sdk-|aws-config|parquet|arrow-array) ' <<<"$deps"; then
+  echo "error: sluice-partitioner depends on the crates above; keep the Lambda lean" >&2
+  exit 1
+fi
+echo "ok: $(wc -l <<<"$deps") crates, none of them a query engine"

@@ -1,0 +1,183 @@
+//! The `sluice` command line.
+
+use std::{
+    fs,
+    io::{self, Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_partitioner::Partitioner;
+use sluice_schemas::{Contract, Limits, Registry, arrow_schema, glue_columns, json_schema, partition_columns};
+
+/// sluice: an event-sourced logging and analytics pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+pub struct Cli {
+    /// A folder of extra log-type definitions (*.toml) besides the built-in ones.
+    #[arg(long, global = true, env = "SLUICE_SCHEMAS_DIR", value_name = "DIR")]
+    schemas: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the lake schema: Arrow, Glue columns or a JSON Schema for producers.
+    Schema {
+        /// Which rendering.
+        #[arg(value_enum)]
+        format: SchemaFormat,
+        /// Only this log type (the `logs_<type>` table); default: the whole `logs` table.
+        #[arg(long, value_name = "T")]
+        logtype: Option<String>,
+    },
+    /// Run the Firehose transform Lambda's handler on an event file and print its response.
+    FirehoseInvoke {
+        /// A Firehose data-transformation event (JSON), or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Write deterministic sample records (NDJSON) in the seed's shape.
+    Generate {
+        /// How many records.
+        #[arg(long, default_value_t = 1000)]
+        records: u64,
+        /// The seed: the same seed always gives the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of organizations.
+        #[arg(long, default_value_t = 4)]
+        orgs: u32,
+        /// Hours the records spread over.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        /// Start of the first hour (RFC 3339); default 2025-01-01T00:00:00Z.
+        #[arg(long, value_name = "TIME")]
+        start: Option<String>,
+        /// Fraction (0 to 1) of bad records, covering every reason code.
+        #[arg(long, default_value_t = 0.0, value_name = "F")]
+        bad_fraction: f64,
+        /// Output file; default standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaFormat {
+    /// The Arrow schema of the Parquet data files.
+    Arrow,
+    /// Glue columns and partition keys (the shape of Glue's `StorageDescriptor`).
+    Glue,
+    /// A JSON Schema (draft 2020-12) of the records producers send.
+    JsonSchema,
+}
+
+/// Runs the command and turns errors into a message and exit status 1 (2 for usage errors).
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn registry(dir: Option<&PathBuf>) -> Result<Registry> {
+    Ok(match dir {
+        Some(d) => Registry::with_dir(d)?,
+        None => Registry::builtin(),
+    })
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let registry = registry(cli.schemas.as_ref())?;
+    match cli.command {
+        Command::Schema { format, logtype } => schema(&registry, format, logtype.as_deref())?,
+        Command::FirehoseInvoke { file } => {
+            let event = read_input(&file)?;
+            let p = Partitioner::new(Contract { registry, limits: Limits::default() });
+            let out = p.handle_json(&event).with_context(|| {
+                format!("{} is not a Firehose data-transformation event (see sample-data/firehose/)", file.display())
+            })?;
+            println!("{out}");
+        }
+        Command::Generate { records, seed, orgs, hours, start, bad_fraction, output } => {
+            if !(0.0..=1.0).contains(&bad_fraction) {
+                bail!("--bad-fraction {bad_fraction} must be between 0 and 1");
+            }
+            let start = match start {
+                Some(s) => chrono::DateTime::parse_from_rfc3339(&s)
+                    .with_context(|| format!("--start {s:?} is not an RFC 3339 time, e.g. 2025-01-01T00:00:00Z"))?
+                    .with_timezone(&chrono::Utc),
+                None => sluice_sample_data::default_start(),
+            };
+            let opts = sluice_sample_data::Options { records, seed, orgs, hours, start, bad_fraction };
+            let counts = match output {
+                Some(path) => {
+                    let f = fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                    sluice_sample_data::generate(opts, io::BufWriter::new(f))?
+                }
+                None => sluice_sample_data::generate(opts, io::stdout().lock())?,
+            };
+            eprintln!(
+                "generated {} records ({} good, {} bad, {} bytes)",
+                counts.good + counts.bad,
+                counts.good,
+                counts.bad,
+                counts.bytes
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_input(file: &PathBuf) -> Result<Vec<u8>> {
+    if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        io::stdin().read_to_end(&mut buf)?;
+        Ok(buf)
+    } else {
+        fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+    }
+}
+
+fn schema(registry: &Registry, format: SchemaFormat, logtype: Option<&str>) -> Result<()> {
+    let lt = match logtype {
+        Some(name) => Some(registry.get(name).with_context(|| {
+            format!("log type {name:?} is not registered; valid values are {}", registry.names().join(", "))
+        })?),
+        None => None,
+    };
+    let cols = match lt {
+        Some(lt) => registry.logtype_columns(&lt.name).expect("registered"),
+        None => registry.lake_columns(),
+    };
+    let mut out = io::stdout().lock();
+    match format {
+        SchemaFormat::Arrow => {
+            let schema = arrow_schema(&cols);
+            for f in schema.fields() {
+                let null = if f.is_nullable() { "" } else { " NOT NULL" };
+                writeln!(out, "{}: {}{null}", f.name(), f.data_type())?;
+            }
+        }
+        SchemaFormat::Glue => {
+            let v = serde_json::json!({
+                "Columns": glue_columns(&cols),
+                "PartitionKeys": glue_columns(&partition_columns()),
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        SchemaFormat::JsonSchema => {
+            writeln!(out, "{}", serde_json::to_string_pretty(&json_schema(registry, lt))?)?;
+        }
+    }
+    Ok(())
+}

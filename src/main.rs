@@ -1,0 +1,7 @@
+//! `sluice`: flags are parsed here; everything else happens in the library crates.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run(<cli::Cli as clap::Parser>::parse())
+}

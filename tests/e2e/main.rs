@@ -1,0 +1,3 @@
+//! End-to-end tests of the `sluice` binary as a user runs it.
+
+mod cli;

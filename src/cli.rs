@@ -25,6 +25,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Tour the embedded pipeline: serve, generate and publish sample data, show the lake.
+    Demo(crate::ingest_cmds::DemoArgs),
+    /// Run the embedded pipeline: ingest API, write-ahead log, partitioned Parquet lake.
+    Serve(crate::ingest_cmds::ServeArgs),
+    /// Send NDJSON records to a running `sluice serve`.
+    Publish(crate::ingest_cmds::PublishArgs),
+    /// Backfill NDJSON or CSV files straight into the lake (no server needed).
+    Import(crate::ingest_cmds::ImportArgs),
+    /// Re-ingest the records of the error output (after a log type was added, say).
+    Replay(crate::ingest_cmds::ReplayArgs),
     /// Print the lake schema: Arrow, Glue columns or a JSON Schema for producers.
     Schema {
         /// Which rendering.
@@ -89,7 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn registry(dir: Option<&PathBuf>) -> Result<Registry> {
+pub(crate) fn registry(dir: Option<&PathBuf>) -> Result<Registry> {
     Ok(match dir {
         Some(d) => Registry::with_dir(d)?,
         None => Registry::builtin(),
@@ -99,6 +109,11 @@ fn registry(dir: Option<&PathBuf>) -> Result<Registry> {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     let registry = registry(cli.schemas.as_ref())?;
     match cli.command {
+        Command::Demo(a) => return crate::ingest_cmds::demo(a, registry),
+        Command::Serve(a) => return crate::ingest_cmds::serve(a, registry, cli.schemas),
+        Command::Publish(a) => return crate::ingest_cmds::publish(a),
+        Command::Import(a) => return crate::ingest_cmds::import(a, registry),
+        Command::Replay(a) => return crate::ingest_cmds::replay(a, registry),
         Command::Schema { format, logtype } => schema(&registry, format, logtype.as_deref())?,
         Command::FirehoseInvoke { file } => {
             let event = read_input(&file)?;

@@ -1,0 +1,255 @@
+//! The HTTP producer behind `sluice publish`: streams NDJSON to `POST /v1/logs` in batches,
+//! retries on 429/503 (honouring `Retry-After`) and on connection errors with backoff, and
+//! summarizes the rejections by reason code.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, Write},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Settings of a publisher.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Base URL of the server, e.g. `http://127.0.0.1:8400`.
+    pub url: String,
+    /// Most records per request.
+    pub batch_records: usize,
+    /// Most bytes per request (before compression).
+    pub batch_bytes: usize,
+    /// Compress requests with gzip.
+    pub gzip: bool,
+    /// Attempts per batch before giving up on connection errors and overloads.
+    pub max_attempts: u32,
+    /// A bearer token, when the server requires one.
+    pub token: Option<String>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8400".into(),
+            batch_records: 1000,
+            batch_bytes: 4 << 20,
+            gzip: false,
+            max_attempts: 30,
+            token: None,
+        }
+    }
+}
+
+/// One rejected record, by its line number in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedLine {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// Reason code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Records sent.
+    pub sent: u64,
+    /// Records accepted.
+    pub accepted: u64,
+    /// Rejections by reason code.
+    pub rejected: BTreeMap<String, u64>,
+    /// The first rejected lines (at most 20).
+    pub examples: Vec<RejectedLine>,
+    /// Requests retried.
+    pub retries: u64,
+    /// Input bytes read.
+    pub bytes: u64,
+}
+
+impl Summary {
+    /// Total rejected.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    accepted: u64,
+    errors: Vec<AnswerError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnswerError {
+    index: usize,
+    code: String,
+    message: String,
+}
+
+/// A batch read from the input: NDJSON body and the line number of each record.
+struct Batch {
+    body: Vec<u8>,
+    lines: Vec<u64>,
+    bytes_read: u64,
+}
+
+/// Posts NDJSON to a sluice server.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    http: reqwest::Client,
+    opts: PublishOptions,
+}
+
+impl Publisher {
+    /// A publisher with these options.
+    pub fn new(opts: PublishOptions) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Http(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { http, opts })
+    }
+
+    /// Publishes every line of `input`; `progress` is called after each batch with the summary so far.
+    pub async fn publish(
+        &self,
+        input: impl BufRead + Send + 'static,
+        mut progress: impl FnMut(&Summary),
+    ) -> Result<Summary> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Batch>>(2);
+        let (max_records, max_bytes) = (self.opts.batch_records.max(1), self.opts.batch_bytes.max(1));
+        let reader = tokio::task::spawn_blocking(move || read_batches(input, max_records, max_bytes, &tx));
+        let mut summary = Summary::default();
+        while let Some(batch) = rx.recv().await {
+            let batch = batch.map_err(Error::io("input"))?;
+            summary.bytes += batch.bytes_read;
+            if !batch.lines.is_empty() {
+                self.send(&batch, &mut summary).await?;
+            }
+            progress(&summary);
+        }
+        reader.await.map_err(|e| Error::Stopped(e.to_string()))?;
+        Ok(summary)
+    }
+
+    async fn send(&self, batch: &Batch, summary: &mut Summary) -> Result<()> {
+        let url = format!("{}/v1/logs", self.opts.url.trim_end_matches('/'));
+        let body = if self.opts.gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&batch.body).map_err(Error::io("gzip"))?;
+            e.finish().map_err(Error::io("gzip"))?
+        } else {
+            batch.body.clone()
+        };
+        let mut attempt = 0u32;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            attempt += 1;
+            let mut req = self.http.post(&url).header("content-type", "application/x-ndjson").body(body.clone());
+            if self.opts.gzip {
+                req = req.header("content-encoding", "gzip");
+            }
+            if let Some(t) = &self.opts.token {
+                req = req.bearer_auth(t);
+            }
+            let wait = match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let text = resp.bytes().await.map_err(|e| Error::Http(format!("{url}: {e}")))?;
+                    let answer: Answer = serde_json::from_slice(&text)
+                        .map_err(|e| Error::Http(format!("{url}: unreadable answer: {e}")))?;
+                    summary.sent += batch.lines.len() as u64;
+                    summary.accepted += answer.accepted;
+                    for e in answer.errors {
+                        *summary.rejected.entry(e.code.clone()).or_default() += 1;
+                        if summary.examples.len() < 20 {
+                            let line = batch.lines.get(e.index).copied().unwrap_or_default();
+                            summary.examples.push(RejectedLine { line, code: e.code, message: e.message });
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(resp) if matches!(resp.status().as_u16(), 429 | 503) => {
+                    let after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    after.unwrap_or(backoff)
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    let hint = if status.as_u16() == 413 { " (lower --batch-bytes)" } else { "" };
+                    return Err(Error::Http(format!("{url} answered {status}{hint}: {text}")));
+                }
+                Err(e) => {
+                    if attempt >= self.opts.max_attempts {
+                        return Err(Error::Http(format!(
+                            "{url}: {e} (after {attempt} attempts); is `sluice serve` running there?"
+                        )));
+                    }
+                    backoff
+                }
+            };
+            if attempt >= self.opts.max_attempts {
+                return Err(Error::Http(format!("{url} stayed overloaded for {attempt} attempts; try again later")));
+            }
+            summary.retries += 1;
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+fn read_batches(
+    mut input: impl BufRead,
+    max_records: usize,
+    max_bytes: usize,
+    tx: &tokio::sync::mpsc::Sender<std::io::Result<Batch>>,
+) {
+    let mut line_no = 0u64;
+    let mut batch = Batch { body: Vec::new(), lines: Vec::new(), bytes_read: 0 };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(n) => {
+                line_no += 1;
+                batch.bytes_read += n as u64;
+                let content = line.strip_suffix(b"\n").unwrap_or(&line);
+                let content = content.strip_suffix(b"\r").unwrap_or(content);
+                if content.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if !batch.lines.is_empty() && batch.body.len() + content.len() + 1 > max_bytes {
+                    let full =
+                        std::mem::replace(&mut batch, Batch { body: Vec::new(), lines: Vec::new(), bytes_read: 0 });
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+                batch.body.extend_from_slice(content);
+                batch.body.push(b'\n');
+                batch.lines.push(line_no);
+                if batch.lines.len() >= max_records {
+                    let full =
+                        std::mem::replace(&mut batch, Batch { body: Vec::new(), lines: Vec::new(), bytes_read: 0 });
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tx.blocking_send(Err(e)).ok();
+                return;
+            }
+        }
+    }
+    tx.blocking_send(Ok(batch)).ok();
+}

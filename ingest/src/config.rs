@@ -1,0 +1,193 @@
+//! Settings of `sluice serve`: a TOML file, `SLUICE_*` environment variables and flags (flags win),
+//! parsed into a partial layer each, merged, then validated into the settings the runtime uses.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{
+    batch::BufferHints,
+    error::{Error, Result},
+};
+
+/// One layer of settings; `None` means "not set here".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partial {
+    /// Lake URL.
+    pub lake: Option<String>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Folder of the write-ahead log.
+    pub wal_dir: Option<PathBuf>,
+    /// Extra log-type definitions.
+    pub schemas_dir: Option<PathBuf>,
+    /// Buffering hint: size in MiB (1–128, like Firehose).
+    pub buffer_size_mib: Option<u64>,
+    /// Buffering hint: interval in seconds (0–900, like Firehose).
+    pub buffer_interval_secs: Option<u64>,
+    /// Largest write-ahead log in MiB before the API answers 503.
+    pub wal_max_mib: Option<u64>,
+    /// Memory for buffered records in MiB.
+    pub memory_budget_mib: Option<u64>,
+    /// Largest request body in MiB.
+    pub max_body_mib: Option<u64>,
+    /// Largest decompressed request body in MiB.
+    pub max_decompressed_mib: Option<u64>,
+    /// How far past arrival a record's time may be, in hours.
+    pub max_future_hours: Option<i64>,
+    /// Files written to the lake at once.
+    pub concurrent_flushes: Option<usize>,
+}
+
+impl Partial {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// This layer with every value set in `over` replaced by it.
+    pub fn merge(self, over: Self) -> Self {
+        Self {
+            lake: over.lake.or(self.lake),
+            listen: over.listen.or(self.listen),
+            wal_dir: over.wal_dir.or(self.wal_dir),
+            schemas_dir: over.schemas_dir.or(self.schemas_dir),
+            buffer_size_mib: over.buffer_size_mib.or(self.buffer_size_mib),
+            buffer_interval_secs: over.buffer_interval_secs.or(self.buffer_interval_secs),
+            wal_max_mib: over.wal_max_mib.or(self.wal_max_mib),
+            memory_budget_mib: over.memory_budget_mib.or(self.memory_budget_mib),
+            max_body_mib: over.max_body_mib.or(self.max_body_mib),
+            max_decompressed_mib: over.max_decompressed_mib.or(self.max_decompressed_mib),
+            max_future_hours: over.max_future_hours.or(self.max_future_hours),
+            concurrent_flushes: over.concurrent_flushes.or(self.concurrent_flushes),
+        }
+    }
+}
+
+/// Validated settings of `sluice serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lake URL.
+    pub lake: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Folder of the write-ahead log.
+    pub wal_dir: PathBuf,
+    /// Extra log-type definitions.
+    pub schemas_dir: Option<PathBuf>,
+    /// Buffering hints.
+    pub hints: BufferHints,
+    /// Largest write-ahead log in bytes.
+    pub wal_max_bytes: u64,
+    /// Memory budget in bytes.
+    pub memory_budget: u64,
+    /// Largest request body in bytes.
+    pub max_body_bytes: u64,
+    /// Largest decompressed request body in bytes.
+    pub max_decompressed_bytes: u64,
+    /// How far past arrival a record's time may be.
+    pub max_future: chrono::Duration,
+    /// Files written at once.
+    pub concurrent_flushes: usize,
+}
+
+/// Defaults.
+pub const DEFAULT_LAKE: &str = "./sluice-data";
+/// The default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8400";
+
+const MIB: u64 = 1024 * 1024;
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(name: &str, v: T, lo: T, hi: T, why: &str) -> Result<T> {
+    if v < lo || v > hi {
+        return Err(Error::Config(format!("{name} = {v} is out of range: it must be {lo} to {hi} ({why})")));
+    }
+    Ok(v)
+}
+
+impl Partial {
+    /// Checks every value and fills in defaults.
+    pub fn validate(self) -> Result<Settings> {
+        let lake = self.lake.unwrap_or_else(|| DEFAULT_LAKE.to_owned());
+        let listen_s = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            Error::Config(format!("listen = {listen_s:?} is not an address; use HOST:PORT such as {DEFAULT_LISTEN}"))
+        })?;
+        let wal_dir = match self.wal_dir {
+            Some(d) => d,
+            None if lake.starts_with("s3://") => PathBuf::from("./sluice-wal"),
+            None => PathBuf::from(lake.strip_prefix("file://").unwrap_or(&lake)).join("_wal"),
+        };
+        let size =
+            range("buffer_size_mib", self.buffer_size_mib.unwrap_or(64), 1, 128, "Firehose's buffering size range")?;
+        let interval = range(
+            "buffer_interval_secs",
+            self.buffer_interval_secs.unwrap_or(60),
+            0,
+            900,
+            "Firehose's buffering interval range",
+        )?;
+        let wal_max = range("wal_max_mib", self.wal_max_mib.unwrap_or(1024), 16, 1 << 20, "at least 16 MiB")?;
+        let budget = self.memory_budget_mib.unwrap_or(512);
+        if budget < 2 * size {
+            return Err(Error::Config(format!(
+                "memory_budget_mib = {budget} must be at least twice buffer_size_mib = {size}; raise the budget or lower the buffer size"
+            )));
+        }
+        let body = range("max_body_mib", self.max_body_mib.unwrap_or(16), 1, 1024, "request body limit")?;
+        let dec = self.max_decompressed_mib.unwrap_or(body * 4);
+        if dec < body {
+            return Err(Error::Config(format!("max_decompressed_mib = {dec} must be at least max_body_mib = {body}")));
+        }
+        let future = range("max_future_hours", self.max_future_hours.unwrap_or(24), 0, 24 * 366, "hours")?;
+        let flushes =
+            range("concurrent_flushes", self.concurrent_flushes.unwrap_or(2), 1, 64, "files written at once")?;
+        Ok(Settings {
+            lake,
+            listen,
+            wal_dir,
+            schemas_dir: self.schemas_dir,
+            hints: BufferHints { size_bytes: size * MIB, interval: Duration::from_secs(interval) },
+            wal_max_bytes: wal_max * MIB,
+            memory_budget: budget * MIB,
+            max_body_bytes: body * MIB,
+            max_decompressed_bytes: dec * MIB,
+            max_future: chrono::Duration::hours(future),
+            concurrent_flushes: flushes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_layers() {
+        let s = Partial::default().validate().unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert!(s.listen.ip().is_loopback());
+        assert_eq!(s.wal_dir, PathBuf::from("./sluice-data/_wal"));
+        let file: Partial = toml::from_str("buffer_size_mib = 8\nlisten = \"0.0.0.0:1\"").unwrap();
+        let flags = Partial { buffer_size_mib: Some(4), ..Partial::default() };
+        let s = file.merge(flags).validate().unwrap();
+        assert_eq!(s.hints.size_bytes, 4 * MIB);
+        assert_eq!(s.listen.port(), 1);
+    }
+
+    #[test]
+    fn clear_errors() {
+        for (p, needle) in [
+            (Partial { buffer_size_mib: Some(0), ..Partial::default() }, "buffer_size_mib = 0 is out of range"),
+            (Partial { buffer_interval_secs: Some(901), ..Partial::default() }, "0 to 900"),
+            (Partial { listen: Some("localhost".into()), ..Partial::default() }, "HOST:PORT"),
+            (Partial { memory_budget_mib: Some(10), ..Partial::default() }, "at least twice"),
+        ] {
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        assert!(toml::from_str::<Partial>("bufer_size_mib = 1").unwrap_err().to_string().contains("unknown field"));
+    }
+}

@@ -1,0 +1,183 @@
+//! The lake: an object store chosen by URL (a path or `file://` for local disk, `s3://bucket/prefix`
+//! for S3 or any S3-compatible store) and the key layout of DESIGN.md §2.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, local::LocalFileSystem, path::Path};
+use sluice_schemas::Partition;
+
+use crate::error::{Error, Result};
+
+/// A lake: where Parquet data files and error records go.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+    local_root: Option<std::path::PathBuf>,
+}
+
+impl Lake {
+    /// Opens the lake at `url`: a plain path or `file://…` (created if missing), or `s3://bucket/prefix`
+    /// with region, credentials and endpoint from the standard AWS settings (`AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …).
+    pub fn open(url: &str) -> Result<Self> {
+        let bad = |reason: String| Error::LakeUrl { url: url.to_owned(), reason };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket name; use s3://bucket/prefix".into()));
+            }
+            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL")) {
+                b = b.with_endpoint(&endpoint).with_allow_http(endpoint.starts_with("http://"));
+                if std::env::var_os("AWS_S3_FORCE_PATH_STYLE").is_none_or(|v| v != "false") {
+                    b = b.with_virtual_hosted_style_request(false);
+                }
+            }
+            let store = b.build().map_err(|e| bad(e.to_string()))?;
+            let prefix = Path::parse(prefix.trim_matches('/')).map_err(|e| bad(e.to_string()))?;
+            return Ok(Self { store: Arc::new(store), prefix, url: url.to_owned(), local_root: None });
+        }
+        if url.contains("://") && !url.starts_with("file://") {
+            return Err(bad("unsupported scheme; use a path, file:///path or s3://bucket/prefix".into()));
+        }
+        let path = std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+        std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
+        let root = path.canonicalize().map_err(Error::io(&path))?;
+        let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            url: root.display().to_string(),
+            local_root: Some(root),
+        })
+    }
+
+    /// A lake over any object store (used by tests with in-memory or counting stores).
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        Self { store, prefix: Path::from(prefix), url: url.to_owned(), local_root: None }
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The lake's URL (an absolute path for local lakes).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The folder on local disk, when the lake is local.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    /// The key of `rel` (a `/`-separated path under the lake).
+    pub fn key(&self, rel: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+
+    /// The key of a data file: `logs/{partition}/{name}`.
+    pub fn data_key(&self, partition: &Partition, name: &str) -> Path {
+        self.key(&format!("logs/{}/{name}", partition.path()))
+    }
+
+    /// The key of an error file: `errors/{type}/year=…/month=…/day=…/hour=…/{name}`.
+    pub fn error_key(&self, output_type: &str, hour: DateTime<Utc>, name: &str) -> Path {
+        self.key(&format!(
+            "errors/{output_type}/year={:04}/month={:02}/day={:02}/hour={:02}/{name}",
+            hour.year(),
+            hour.month(),
+            hour.day(),
+            hour.hour()
+        ))
+    }
+
+    /// Writes an object in one PUT: it becomes visible only when complete (temp + rename on disk).
+    /// On local disk the file and its folder are fsynced before this returns, so a write-ahead
+    /// log may be trimmed after it.
+    pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
+        self.store.put(key, PutPayload::from_bytes(bytes)).await?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(key.as_ref());
+            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+                .await
+                .map_err(|e| Error::Stopped(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+/// fsyncs a file and the folder that holds it.
+pub(crate) fn sync_file_and_dir(file: &std::path::Path) -> Result<()> {
+    std::fs::File::open(file).and_then(|f| f.sync_all()).map_err(Error::io(file))?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(Error::io(dir))?;
+    }
+    Ok(())
+}
+
+/// Files and rows in a lake, by log type, read from the Parquet footers; and error records.
+#[derive(Debug, Clone, Default)]
+pub struct LakeStats {
+    /// logtype → (files, rows).
+    pub by_logtype: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Error records in `errors/`.
+    pub error_records: u64,
+    /// Error files.
+    pub error_files: u64,
+}
+
+impl Lake {
+    /// Reads the metadata of a Parquet file from its footer (a suffix of the file, not all of it).
+    pub async fn footer(&self, m: &object_store::ObjectMeta) -> Result<parquet::file::metadata::ParquetMetaData> {
+        let size = m.size;
+        let mut suffix = size.min(64 * 1024);
+        loop {
+            let bytes = self.store.get_range(&m.location, size - suffix..size).await?;
+            let mut r = parquet::file::metadata::ParquetMetaDataReader::new();
+            match r.try_parse_sized(&bytes, size) {
+                Ok(()) => return Ok(r.finish()?),
+                Err(parquet::errors::ParquetError::NeedMoreData(n)) if (n as u64) <= size && n as u64 > suffix => {
+                    suffix = n as u64
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Counts files and rows (from Parquet footers) and error records.
+    pub async fn stats(&self) -> Result<LakeStats> {
+        use futures::TryStreamExt;
+        let mut stats = LakeStats::default();
+        let logs = self.key("logs");
+        let metas: Vec<object_store::ObjectMeta> = self.store.list(Some(&logs)).try_collect().await?;
+        for m in metas {
+            let key = m.location.to_string();
+            if !key.ends_with(".parquet") {
+                continue;
+            }
+            let Some(lt) = key.split('/').find_map(|p| p.strip_prefix("logtype=")) else { continue };
+            let meta = self.footer(&m).await?;
+            let e = stats.by_logtype.entry(lt.to_owned()).or_default();
+            e.0 += 1;
+            e.1 += meta.file_metadata().num_rows() as u64;
+        }
+        let errors = self.key("errors");
+        let metas: Vec<object_store::ObjectMeta> = self.store.list(Some(&errors)).try_collect().await?;
+        for m in metas {
+            let bytes = self.store.get(&m.location).await?.bytes().await?;
+            stats.error_files += 1;
+            stats.error_records += bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,15 @@
+pub mod batch;
+pub mod body;
+pub mod client;
+pub mod columnar;
+pub mod config;
+pub mod error;
+pub mod errors;
+pub mod import;
+pub mod lake;
+pub mod metrics;
+pub mod replay;
+pub mod serve;
+pub mod server;
+pub mod stream;
+pub mod wal;

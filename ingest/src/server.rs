@@ -1,0 +1,185 @@
+//! The ingest HTTP API of `sluice serve`: `POST /v1/logs`, `POST /v1/flush`, `GET /healthz`,
+//! `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{
+    body::{self, BodyError},
+    stream::{Overload, Pipeline},
+};
+
+/// Limits on request bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body as sent.
+    pub max_body: u64,
+    /// Largest body after decompression.
+    pub max_decompressed: u64,
+}
+
+#[derive(Debug, Clone)]
+struct AppState {
+    pipeline: Pipeline,
+    limits: BodyLimits,
+}
+
+/// An API error: a status, a stable code and a message that says what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        let (status, code) = match e {
+            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BodyError::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
+            BodyError::BadGzip(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            BodyError::BadArray(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+fn overloaded(o: Overload) -> ApiError {
+    let message = match o {
+        Overload::LogFull => {
+            "the write-ahead log is full while the lake catches up; retry after the Retry-After seconds"
+        }
+        Overload::MemoryFull => {
+            "buffers are at the memory budget while the lake catches up; retry after the Retry-After seconds"
+        }
+        Overload::LogFailed => {
+            "the write-ahead log cannot be written (see the server log); retry later or on another node"
+        }
+    };
+    ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message) }
+}
+
+/// One rejected record in the answer.
+#[derive(Debug, Serialize)]
+struct Rejected {
+    index: usize,
+    code: &'static str,
+    message: String,
+}
+
+/// The answer of `POST /v1/logs`.
+#[derive(Debug, Serialize)]
+struct IngestAnswer {
+    accepted: usize,
+    rejected: usize,
+    errors: Vec<Rejected>,
+}
+
+async fn ingest(State(app): State<Arc<AppState>>, req: Request) -> Result<Json<IngestAnswer>, ApiError> {
+    if let Some(o) = app.pipeline.overload() {
+        app.pipeline.metrics().overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(overloaded(o));
+    }
+    let headers = req.headers().clone();
+    let limit = app.limits.max_body;
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit
+    {
+        return Err(BodyError::TooLarge { limit, decompressed: false }.into());
+    }
+    let raw = axum::body::to_bytes(req.into_body(), limit as usize)
+        .await
+        .map_err(|_| ApiError::from(BodyError::TooLarge { limit, decompressed: false }))?;
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let max_dec = app.limits.max_decompressed;
+    let decoded = tokio::task::spawn_blocking({
+        let encoding = encoding.map(str::to_owned);
+        move || body::decode(raw, encoding.as_deref(), max_dec)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    app.pipeline.metrics().bytes_in.fetch_add(decoded.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let ndjson =
+        content_type(&headers).is_some_and(|t| t.contains("ndjson") || t.contains("jsonl") || t.contains("json-seq"));
+    let ranges = body::split(&decoded, ndjson)?;
+    let result = app.pipeline.ingest(decoded, ranges).await.map_err(|e| {
+        tracing::error!(error = %e, "ingest failed");
+        match app.pipeline.overload() {
+            Some(o) => overloaded(o),
+            None => overloaded(Overload::LogFailed),
+        }
+    })?;
+    Ok(Json(IngestAnswer {
+        accepted: result.accepted,
+        rejected: result.rejected.len(),
+        errors: result
+            .rejected
+            .into_iter()
+            .map(|(index, r)| Rejected { index, code: r.code.as_str(), message: r.message })
+            .collect(),
+    }))
+}
+
+fn content_type(h: &HeaderMap) -> Option<String> {
+    h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase)
+}
+
+async fn flush(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    app.pipeline.flush().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", e.to_string()))?;
+    Ok(Json(json!({"flushed": true})))
+}
+
+async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    match app.pipeline.overload() {
+        None => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+        Some(o) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": format!("{o:?}")}))).into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.pipeline.metrics().render()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see the README for the API")
+}
+
+/// The ingest routes.
+pub fn router(pipeline: Pipeline, limits: BodyLimits) -> Router {
+    let state = Arc::new(AppState { pipeline, limits });
+    Router::new()
+        .route("/v1/logs", post(ingest))
+        .route("/v1/flush", post(flush))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}

@@ -1,0 +1,440 @@
+//! `sluice serve`, `publish`, `import`, `replay` and `demo`.
+
+use std::{
+    fs,
+    io::{self, BufRead, BufReader},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_ingest::{
+    client::{PublishOptions, Publisher, Summary},
+    config::{DEFAULT_LAKE, DEFAULT_LISTEN, Partial},
+    import::{ImportOutcome, import_file},
+    lake::Lake,
+    replay::replay as replay_lake,
+    serve::{Server, shutdown_signal},
+};
+use sluice_partitioner::Partitioner;
+use sluice_schemas::{Contract, Limits, Registry};
+
+/// Flags of `sluice serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Lake URL: a folder, file:///path, or s3://bucket/prefix [default: ./sluice-data]
+    #[arg(long, env = "SLUICE_LAKE", value_name = "URL")]
+    lake: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8400]
+    #[arg(long, env = "SLUICE_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// A TOML settings file (flags and SLUICE_* variables override it).
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Buffering hint: flush a partition's buffer at this size, MiB (1-128) [default: 64]
+    #[arg(long, env = "SLUICE_BUFFER_SIZE", value_name = "MIB")]
+    buffer_size: Option<u64>,
+    /// Buffering hint: flush a buffer this old, seconds (0-900) [default: 60]
+    #[arg(long, env = "SLUICE_BUFFER_INTERVAL", value_name = "SECS")]
+    buffer_interval: Option<u64>,
+    /// Folder of the write-ahead log [default: LAKE/_wal, or ./sluice-wal for S3 lakes]
+    #[arg(long, env = "SLUICE_WAL_DIR", value_name = "DIR")]
+    wal_dir: Option<PathBuf>,
+    /// Largest write-ahead log before the API answers 503, MiB [default: 1024]
+    #[arg(long, env = "SLUICE_WAL_MAX", value_name = "MIB")]
+    wal_max: Option<u64>,
+    /// Memory for buffered records, MiB [default: 512]
+    #[arg(long, env = "SLUICE_MEMORY_BUDGET", value_name = "MIB")]
+    memory_budget: Option<u64>,
+    /// Largest request body, MiB [default: 16]
+    #[arg(long, env = "SLUICE_MAX_BODY", value_name = "MIB")]
+    max_body: Option<u64>,
+}
+
+impl ServeArgs {
+    fn partial(&self, schemas: Option<PathBuf>) -> Result<Partial> {
+        let file = match &self.config {
+            Some(p) => Partial::from_file(p)?,
+            None => Partial::default(),
+        };
+        Ok(file.merge(Partial {
+            lake: self.lake.clone(),
+            listen: self.listen.clone(),
+            wal_dir: self.wal_dir.clone(),
+            schemas_dir: schemas,
+            buffer_size_mib: self.buffer_size,
+            buffer_interval_secs: self.buffer_interval,
+            wal_max_mib: self.wal_max,
+            memory_budget_mib: self.memory_budget,
+            max_body_mib: self.max_body,
+            ..Partial::default()
+        }))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).try_init().ok();
+}
+
+fn partitioner(registry: Registry, max_future: Option<chrono::Duration>) -> Partitioner {
+    let mut limits = Limits::default();
+    if let Some(f) = max_future {
+        limits.max_future = f;
+    }
+    Partitioner::new(Contract { registry, limits })
+}
+
+/// `sluice serve`.
+pub fn serve(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> Result<ExitCode> {
+    init_logs("info");
+    let settings = args.partial(schemas)?.validate()?;
+    let p = partitioner(registry, Some(settings.max_future));
+    runtime()?.block_on(async {
+        let server = Server::start(&settings, p).await?;
+        tracing::info!(
+            listen = %server.addr,
+            lake = %server.pipeline.lake().url(),
+            recovered = server.recovery.entries,
+            "sluice serve is ready: POST /v1/logs"
+        );
+        eprintln!("sluice serve: listening on http://{}  lake: {}", server.addr, server.pipeline.lake().url());
+        shutdown_signal().await;
+        eprintln!("sluice serve: shutting down, flushing buffers to the lake…");
+        server.stop().await?;
+        eprintln!("sluice serve: stopped; everything accepted is in the lake");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags of `sluice publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// NDJSON files to send, or `-` for standard input [default: -]
+    files: Vec<PathBuf>,
+    /// Where to send: the URL of a `sluice serve`.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8400", value_name = "URL")]
+    to: String,
+    /// Records per request.
+    #[arg(long, default_value_t = 1000)]
+    batch_records: usize,
+    /// Bytes per request (before compression).
+    #[arg(long, default_value_t = 4 << 20)]
+    batch_bytes: usize,
+    /// Compress requests with gzip.
+    #[arg(long)]
+    gzip: bool,
+    /// Bearer token for servers that require one.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn bar(len: Option<u64>, quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    match len {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {what} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{msg}} ({{eta}})"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}} {{msg}}"))
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    }
+}
+
+fn print_summary(s: &Summary) {
+    eprintln!(
+        "sent {} records: {} accepted, {} rejected ({} retries)",
+        s.sent,
+        s.accepted,
+        s.rejected_total(),
+        s.retries
+    );
+    for (code, n) in &s.rejected {
+        eprintln!("  {code:<26} {n}");
+    }
+    for e in s.examples.iter().take(5) {
+        eprintln!("  line {}: {}: {}", e.line, e.code, e.message);
+    }
+}
+
+/// Publishes one input and returns its summary.
+async fn publish_input(publisher: &Publisher, file: &PathBuf, quiet: bool) -> Result<Summary> {
+    let (reader, len): (Box<dyn BufRead + Send>, Option<u64>) = if file.as_os_str() == "-" {
+        (Box::new(BufReader::new(io::stdin())), None)
+    } else {
+        let f = fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(BufReader::with_capacity(1 << 20, f)), len)
+    };
+    let pb = bar(len, quiet, &file.display().to_string());
+    let s = publisher
+        .publish(reader, |s| {
+            pb.set_position(s.bytes);
+            pb.set_message(format!("{} accepted, {} rejected", s.accepted, s.rejected_total()));
+        })
+        .await?;
+    pb.finish_and_clear();
+    Ok(s)
+}
+
+/// `sluice publish`.
+pub fn publish(args: PublishArgs) -> Result<ExitCode> {
+    if !args.to.starts_with("http://") && !args.to.starts_with("https://") {
+        bail!("--to {:?} must be the http:// URL of a sluice server", args.to);
+    }
+    let publisher = Publisher::new(PublishOptions {
+        url: args.to.clone(),
+        batch_records: args.batch_records,
+        batch_bytes: args.batch_bytes,
+        gzip: args.gzip,
+        token: args.token.clone(),
+        ..PublishOptions::default()
+    })?;
+    let files = if args.files.is_empty() { vec![PathBuf::from("-")] } else { args.files.clone() };
+    let total = runtime()?.block_on(async {
+        let mut total = Summary::default();
+        for f in &files {
+            let s = publish_input(&publisher, f, args.quiet).await?;
+            total.sent += s.sent;
+            total.accepted += s.accepted;
+            total.retries += s.retries;
+            for (k, v) in s.rejected {
+                *total.rejected.entry(k).or_default() += v;
+            }
+            total.examples.extend(s.examples);
+        }
+        Ok::<_, anyhow::Error>(total)
+    })?;
+    print_summary(&total);
+    Ok(if total.rejected_total() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Flags of `sluice import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// NDJSON (.ndjson, .json, .jsonl, optionally .gz) or CSV (.csv, .csv.gz) files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Lake URL.
+    #[arg(long, env = "SLUICE_LAKE", default_value = DEFAULT_LAKE, value_name = "URL")]
+    lake: String,
+    /// Memory for buffered rows, MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    memory_budget: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `sluice import`.
+pub fn import(args: ImportArgs, registry: Registry) -> Result<ExitCode> {
+    init_logs("warn");
+    let lake = Lake::open(&args.lake)?;
+    let p = partitioner(registry, None);
+    let mut rejected = 0;
+    runtime()?.block_on(async {
+        for f in &args.files {
+            let pb = bar(None, args.quiet, &f.display().to_string());
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} {pos} records")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_prefix(f.display().to_string());
+            match import_file(&lake, &p, f, args.memory_budget << 20, |n| pb.set_position(n)).await? {
+                ImportOutcome::Imported(e) => {
+                    pb.finish_and_clear();
+                    eprintln!(
+                        "{}: imported {} records ({} accepted, {} rejected to errors/) into {} files",
+                        f.display(),
+                        e.records,
+                        e.accepted,
+                        e.rejected,
+                        e.files
+                    );
+                    rejected += e.rejected;
+                }
+                ImportOutcome::AlreadyImported(e) => {
+                    pb.finish_and_clear();
+                    eprintln!(
+                        "{}: already imported on {} (same content as {}, sha256 {}); nothing to do",
+                        f.display(),
+                        e.imported_at,
+                        e.path,
+                        &e.sha256[..12]
+                    );
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(if rejected > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Flags of `sluice replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Lake URL.
+    #[arg(long, env = "SLUICE_LAKE", default_value = DEFAULT_LAKE, value_name = "URL")]
+    lake: String,
+    /// Memory for buffered rows, MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    memory_budget: u64,
+}
+
+/// `sluice replay`.
+pub fn replay(args: ReplayArgs, registry: Registry) -> Result<ExitCode> {
+    init_logs("warn");
+    let lake = Lake::open(&args.lake)?;
+    let p = partitioner(registry, None);
+    let pb = bar(None, false, "replaying");
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} replaying errors/: {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let report = runtime()?.block_on(replay_lake(&lake, &p, args.memory_budget << 20, |r| {
+        pb.set_message(format!("{} files, {} records, {} delivered", r.files, r.records, r.delivered))
+    }))?;
+    pb.finish_and_clear();
+    let failing: u64 = report.still_failing.values().sum();
+    eprintln!(
+        "replayed {} error records from {} files: {} delivered to the lake, {} still failing",
+        report.records, report.files, report.delivered, failing
+    );
+    for (code, n) in &report.still_failing {
+        eprintln!("  {code:<26} {n}");
+    }
+    if report.unreadable > 0 {
+        eprintln!("  {} lines are not error records and were left as they are", report.unreadable);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags of `sluice demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Lake folder.
+    #[arg(long, default_value = DEFAULT_LAKE, value_name = "DIR")]
+    lake: String,
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    listen: String,
+    /// How many sample records to publish.
+    #[arg(long, default_value_t = 20_000)]
+    records: u64,
+    /// Leave after the tour instead of serving until Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+}
+
+/// `sluice demo`.
+pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
+    init_logs("warn");
+    let settings = Partial {
+        lake: Some(args.lake.clone()),
+        listen: Some(args.listen.clone()),
+        buffer_interval_secs: Some(5),
+        ..Partial::default()
+    }
+    .validate()?;
+    let p = partitioner(registry, None);
+    runtime()?.block_on(async {
+        println!("sluice demo — the embedded pipeline on this machine\n");
+        let server = Server::start(&settings, p).await?;
+        let url = format!("http://{}", server.addr);
+        println!("1. serving the ingest API at {url} (write-ahead log in {})", settings.wal_dir.display());
+
+        let hours = 6;
+        let now = chrono::Utc::now();
+        let start = now - chrono::Duration::hours(hours) - chrono::Duration::minutes(1);
+        let mut data = Vec::new();
+        let counts = sluice_sample_data::generate(
+            sluice_sample_data::Options {
+                records: args.records,
+                seed: now.timestamp() as u64,
+                orgs: 4,
+                hours: hours as u32,
+                start,
+                bad_fraction: 0.01,
+            },
+            &mut data,
+        )?;
+        println!(
+            "2. generated {} sample records over the last {hours} hours ({} deliberately bad)",
+            counts.good + counts.bad,
+            counts.bad
+        );
+
+        let publisher = Publisher::new(PublishOptions { url: url.clone(), ..PublishOptions::default() })?;
+        let pb = bar(Some(data.len() as u64), false, "publishing");
+        let summary = publisher
+            .publish(io::Cursor::new(data), |s| {
+                pb.set_position(s.bytes);
+                pb.set_message(format!("{} accepted", s.accepted));
+            })
+            .await?;
+        pb.finish_and_clear();
+        println!(
+            "3. published them with POST /v1/logs: {} accepted, {} rejected with reason codes:",
+            summary.accepted,
+            summary.rejected_total()
+        );
+        for (code, n) in &summary.rejected {
+            println!("     {code:<26} {n}");
+        }
+
+        let t = std::time::Instant::now();
+        server.pipeline.flush().await?;
+        println!("4. flushed the buffers to Parquet in {:.1} s", t.elapsed().as_secs_f64());
+        let stats = server.pipeline.lake().stats().await?;
+        let lake = server.pipeline.lake().url().to_owned();
+        println!("\nThe lake at {lake}:");
+        println!("   {:<10} {:>6} {:>9}", "logtype", "files", "rows");
+        for (lt, (files, rows)) in &stats.by_logtype {
+            println!("   {lt:<10} {files:>6} {rows:>9}");
+        }
+        println!(
+            "   errors/processing-failed: {} rejected records in {} files (replay them with `sluice replay --lake {lake}`)",
+            stats.error_records, stats.error_files
+        );
+        println!("\nTry it:");
+        println!("   curl -s {url}/metrics | grep sluice_records");
+        println!(
+            "   echo '{{\"organizationID\":\"1000\",\"environment\":\"dev\",\"logType\":\"web\",\"time\":\"{}\",\"description\":\"hello\"}}' | \\\n     curl -s -H 'content-type: application/x-ndjson' --data-binary @- {url}/v1/logs",
+            now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        println!("   sluice generate --records 1000 --start {} | sluice publish --to {url}", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        println!(
+            "   python3 -c \"import duckdb; print(duckdb.sql(\\\"SELECT logtype, count(*) FROM read_parquet('{lake}/logs/**/*.parquet', hive_partitioning=true) GROUP BY ALL\\\"))\""
+        );
+        if args.exit {
+            server.stop().await?;
+            println!("\nstopped (--exit).");
+        } else {
+            println!("\nServing until Ctrl-C…");
+            shutdown_signal().await;
+            println!("\nshutting down, flushing buffers…");
+            server.stop().await?;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

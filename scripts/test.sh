@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "test tools: DuckDB (from PyPI) in a virtualenv"
+venv="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
+if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.0'
+fi
+export SLUICE_PYTHON="$venv/bin/python"
+"$SLUICE_PYTHON" -c 'import duckdb; print("duckdb", duckdb.__version__)'
+
 step "formatting"
 cargo fmt --all -- --check
 

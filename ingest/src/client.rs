@@ -23,8 +23,10 @@ pub struct PublishOptions {
     pub batch_bytes: usize,
     /// Compress requests with gzip.
     pub gzip: bool,
-    /// Attempts per batch before giving up on connection errors and overloads.
+    /// Attempts per batch while the server answers 429/503 (each waits its `Retry-After`).
     pub max_attempts: u32,
+    /// Attempts per batch while the server cannot be reached.
+    pub connect_attempts: u32,
     /// A bearer token, when the server requires one.
     pub token: Option<String>,
 }
@@ -36,7 +38,8 @@ impl Default for PublishOptions {
             batch_records: 1000,
             batch_bytes: 4 << 20,
             gzip: false,
-            max_attempts: 30,
+            max_attempts: 60,
+            connect_attempts: 5,
             token: None,
         }
     }
@@ -188,7 +191,7 @@ impl Publisher {
                     return Err(Error::Http(format!("{url} answered {status}{hint}: {text}")));
                 }
                 Err(e) => {
-                    if attempt >= self.opts.max_attempts {
+                    if attempt >= self.opts.connect_attempts {
                         return Err(Error::Http(format!(
                             "{url}: {e} (after {attempt} attempts); is `sluice serve` running there?"
                         )));

@@ -103,10 +103,6 @@ struct IngestAnswer {
 }
 
 async fn ingest(State(app): State<Arc<AppState>>, req: Request) -> Result<Json<IngestAnswer>, ApiError> {
-    if let Some(o) = app.pipeline.overload() {
-        app.pipeline.metrics().overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(overloaded(o));
-    }
     let headers = req.headers().clone();
     let limit = app.limits.max_body;
     if let Some(len) =
@@ -118,6 +114,11 @@ async fn ingest(State(app): State<Arc<AppState>>, req: Request) -> Result<Json<I
     let raw = axum::body::to_bytes(req.into_body(), limit as usize)
         .await
         .map_err(|_| ApiError::from(BodyError::TooLarge { limit, decompressed: false }))?;
+    // Checked after reading the (bounded) body, so that the client, still sending, gets the answer.
+    if let Some(o) = app.pipeline.overload() {
+        app.pipeline.metrics().overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(overloaded(o));
+    }
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let max_dec = app.limits.max_decompressed;
     let decoded = tokio::task::spawn_blocking({

@@ -447,7 +447,7 @@ impl Delivery {
                             metrics.flush_retries.fetch_add(1, Relaxed);
                             tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "writing to the lake failed; retrying");
                             tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
                         }
                     }
                 }

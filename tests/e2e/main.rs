@@ -1,3 +1,5 @@
 //! End-to-end tests of the `sluice` binary as a user runs it.
 
 mod cli;
+mod pipeline;
+mod support;

@@ -35,6 +35,10 @@ enum Command {
     Import(crate::ingest_cmds::ImportArgs),
     /// Re-ingest the records of the error output (after a log type was added, say).
     Replay(crate::ingest_cmds::ReplayArgs),
+    /// Run SQL over the lake (tables logs, logs_<type>, events), like datafusion-cli.
+    Query(crate::query_cmd::QueryArgs),
+    /// Export a query or a search as CSV, here or through a server's export API.
+    Export(crate::export_cmd::ExportArgs),
     /// Print the lake schema: Arrow, Glue columns or a JSON Schema for producers.
     Schema {
         /// Which rendering.
@@ -114,6 +118,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Publish(a) => return crate::ingest_cmds::publish(a),
         Command::Import(a) => return crate::ingest_cmds::import(a, registry),
         Command::Replay(a) => return crate::ingest_cmds::replay(a, registry),
+        Command::Query(a) => return crate::query_cmd::query(a, registry),
+        Command::Export(a) => return crate::export_cmd::export(a, registry),
         Command::Schema { format, logtype } => schema(&registry, format, logtype.as_deref())?,
         Command::FirehoseInvoke { file } => {
             let event = read_input(&file)?;

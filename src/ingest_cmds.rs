@@ -13,13 +13,18 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_ingest::{
     client::{PublishOptions, Publisher, Summary},
-    config::{DEFAULT_LAKE, DEFAULT_LISTEN, Partial},
+    config::{DEFAULT_LAKE, DEFAULT_LISTEN, Partial, Settings},
     import::{ImportOutcome, import_file},
     lake::Lake,
     replay::replay as replay_lake,
     serve::{Server, shutdown_signal},
 };
 use sluice_partitioner::Partitioner;
+use sluice_query::{
+    Engine, EngineConfig,
+    api::QueryApi,
+    exec::{ExecConfig, Executions},
+};
 use sluice_schemas::{Contract, Limits, Registry};
 
 /// Flags of `sluice serve`.
@@ -52,6 +57,21 @@ pub struct ServeArgs {
     /// Largest request body, MiB [default: 16]
     #[arg(long, env = "SLUICE_MAX_BODY", value_name = "MIB")]
     max_body: Option<u64>,
+    /// How long query results and exports are kept, seconds [default: 86400]
+    #[arg(long, env = "SLUICE_EXPORT_TTL", value_name = "SECS")]
+    export_ttl: Option<u64>,
+    /// Folder of query results and exports [default: LAKE/_results]
+    #[arg(long, env = "SLUICE_RESULTS_DIR", value_name = "DIR")]
+    results_dir: Option<PathBuf>,
+    /// Memory per query, MiB [default: 512]
+    #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "MIB")]
+    query_memory: Option<u64>,
+    /// Time per query, seconds [default: 300]
+    #[arg(long, env = "SLUICE_QUERY_TIMEOUT", value_name = "SECS")]
+    query_timeout: Option<u64>,
+    /// Serve only the query API (no ingest, no write-ahead log): a query-only node.
+    #[arg(long)]
+    query_only: bool,
 }
 
 impl ServeArgs {
@@ -70,13 +90,22 @@ impl ServeArgs {
             wal_max_mib: self.wal_max,
             memory_budget_mib: self.memory_budget,
             max_body_mib: self.max_body,
+            export_ttl_secs: self.export_ttl,
+            results_dir: self.results_dir.clone(),
+            query_memory_mib: self.query_memory,
+            query_timeout_secs: self.query_timeout,
             ..Partial::default()
         }))
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    // Deep query plans recurse while they run: give worker threads room.
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(8 << 20)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn init_logs(default: &str) {
@@ -93,13 +122,57 @@ fn partitioner(registry: Registry, max_future: Option<chrono::Duration>) -> Part
     Partitioner::new(Contract { registry, limits })
 }
 
+/// The query API over the lake of `settings`.
+fn query_api(settings: &Settings, registry: Registry) -> Result<axum::Router> {
+    if !settings.lake.starts_with("s3://") {
+        fs::create_dir_all(settings.lake.strip_prefix("file://").unwrap_or(&settings.lake))
+            .with_context(|| format!("cannot create the lake folder {}", settings.lake))?;
+    }
+    let engine = Engine::open(
+        &settings.lake,
+        registry,
+        EngineConfig {
+            memory_limit: settings.query_memory as usize,
+            timeout: settings.query_timeout,
+            ..EngineConfig::default()
+        },
+    )?;
+    let executions = Executions::new(
+        engine,
+        ExecConfig {
+            dir: settings.results_dir.clone(),
+            ttl: settings.export_ttl,
+            max_result_bytes: 64 << 30,
+            protect_formulas: true,
+        },
+    )?;
+    Ok(sluice_query::api::router(QueryApi { executions }))
+}
+
+/// `sluice serve --query-only`: the query API alone.
+async fn serve_query_only(settings: &Settings, registry: Registry) -> Result<()> {
+    let app = query_api(settings, registry)?
+        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .fallback(sluice_ingest::server::not_found);
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; pick another address with --listen", settings.listen))?;
+    eprintln!("sluice serve: listening on http://{}  lake: {} (query API only)", listener.local_addr()?, settings.lake);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
 /// `sluice serve`.
 pub fn serve(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> Result<ExitCode> {
     init_logs("info");
     let settings = args.partial(schemas)?.validate()?;
-    let p = partitioner(registry, Some(settings.max_future));
+    if args.query_only {
+        runtime()?.block_on(serve_query_only(&settings, registry))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = partitioner(registry.clone(), Some(settings.max_future));
     runtime()?.block_on(async {
-        let server = Server::start(&settings, p).await?;
+        let server = Server::start(&settings, p, Some(query_api(&settings, registry)?)).await?;
         tracing::info!(
             listen = %server.addr,
             lake = %server.pipeline.lake().url(),
@@ -327,6 +400,27 @@ pub fn replay(args: ReplayArgs, registry: Registry) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The queries `sluice demo` runs.
+const DEMO_QUERIES: &[(&str, &str)] = &[
+    ("records by log type", "SELECT logtype, count(*) AS records FROM logs GROUP BY logtype ORDER BY records DESC"),
+    (
+        "error rate by organization",
+        "SELECT organization, count(*) AS records, \
+         round(100.0 * avg(CASE WHEN success = false THEN 1 ELSE 0 END), 1) AS failed_pct \
+         FROM logs GROUP BY organization ORDER BY organization",
+    ),
+    (
+        "slowest connectors (agw)",
+        "SELECT connector, count(*) AS calls, max(duration_ms) AS slowest_ms FROM logs_agw \
+         WHERE connector IS NOT NULL GROUP BY connector ORDER BY slowest_ms DESC LIMIT 5",
+    ),
+    (
+        "a request's timeline across servers (events)",
+        "SELECT time, server, action, success FROM events WHERE transaction_id = \
+         (SELECT transaction_id FROM events ORDER BY time DESC LIMIT 1) ORDER BY time",
+    ),
+];
+
 /// Flags of `sluice demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -354,10 +448,10 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
         ..Partial::default()
     }
     .validate()?;
-    let p = partitioner(registry, None);
+    let p = partitioner(registry.clone(), None);
     runtime()?.block_on(async {
         println!("sluice demo — the embedded pipeline on this machine\n");
-        let server = Server::start(&settings, p).await?;
+        let server = Server::start(&settings, p, Some(query_api(&settings, registry.clone())?)).await?;
         let url = format!("http://{}", server.addr);
         println!("1. serving the ingest API at {url} (write-ahead log in {})", settings.wal_dir.display());
 
@@ -414,6 +508,13 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
             "   errors/processing-failed: {} rejected records in {} files (replay them with `sluice replay --lake {lake}`)",
             stats.error_records, stats.error_files
         );
+        let engine = Engine::open(&lake, registry, EngineConfig::default())?;
+        println!("\nExample queries (sluice query --lake {lake} -c '…'):");
+        for (title, sql) in DEMO_QUERIES {
+            println!("\n-- {title}\n{sql};");
+            let batches = engine.query(sql, Some(20)).await?;
+            println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches)?);
+        }
         println!("\nTry it:");
         println!("   curl -s {url}/metrics | grep sluice_records");
         println!(
@@ -421,9 +522,11 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
             now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
         println!("   sluice generate --records 1000 --start {} | sluice publish --to {url}", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        println!("   sluice query --lake {lake}            # an interactive SQL prompt");
         println!(
-            "   python3 -c \"import duckdb; print(duckdb.sql(\\\"SELECT logtype, count(*) FROM read_parquet('{lake}/logs/**/*.parquet', hive_partitioning=true) GROUP BY ALL\\\"))\""
+            "   curl -s -X POST {url}/v1/exports -H 'content-type: application/json' -d '{{\"sql\": \"SELECT * FROM logs_agw\"}}'"
         );
+        println!("   curl -s '{url}/v1/search?q=timeout&from={}'", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         if args.exit {
             server.stop().await?;
             println!("\nstopped (--exit).");

@@ -38,6 +38,14 @@ pub struct Partial {
     pub max_future_hours: Option<i64>,
     /// Files written to the lake at once.
     pub concurrent_flushes: Option<usize>,
+    /// Folder of query results and exports.
+    pub results_dir: Option<PathBuf>,
+    /// How long query results and exports are kept, seconds.
+    pub export_ttl_secs: Option<u64>,
+    /// Memory per query, MiB.
+    pub query_memory_mib: Option<u64>,
+    /// Time per query, seconds.
+    pub query_timeout_secs: Option<u64>,
 }
 
 impl Partial {
@@ -62,6 +70,10 @@ impl Partial {
             max_decompressed_mib: over.max_decompressed_mib.or(self.max_decompressed_mib),
             max_future_hours: over.max_future_hours.or(self.max_future_hours),
             concurrent_flushes: over.concurrent_flushes.or(self.concurrent_flushes),
+            results_dir: over.results_dir.or(self.results_dir),
+            export_ttl_secs: over.export_ttl_secs.or(self.export_ttl_secs),
+            query_memory_mib: over.query_memory_mib.or(self.query_memory_mib),
+            query_timeout_secs: over.query_timeout_secs.or(self.query_timeout_secs),
         }
     }
 }
@@ -91,6 +103,14 @@ pub struct Settings {
     pub max_future: chrono::Duration,
     /// Files written at once.
     pub concurrent_flushes: usize,
+    /// Folder of query results and exports.
+    pub results_dir: PathBuf,
+    /// How long query results and exports are kept.
+    pub export_ttl: Duration,
+    /// Memory per query, bytes.
+    pub query_memory: u64,
+    /// Time per query.
+    pub query_timeout: Duration,
 }
 
 /// Defaults.
@@ -115,11 +135,18 @@ impl Partial {
         let listen: SocketAddr = listen_s.parse().map_err(|_| {
             Error::Config(format!("listen = {listen_s:?} is not an address; use HOST:PORT such as {DEFAULT_LISTEN}"))
         })?;
-        let wal_dir = match self.wal_dir {
-            Some(d) => d,
-            None if lake.starts_with("s3://") => PathBuf::from("./sluice-wal"),
-            None => PathBuf::from(lake.strip_prefix("file://").unwrap_or(&lake)).join("_wal"),
+        let local = |name: &str, s3: &str| {
+            if lake.starts_with("s3://") {
+                PathBuf::from(s3)
+            } else {
+                PathBuf::from(lake.strip_prefix("file://").unwrap_or(&lake)).join(name)
+            }
         };
+        let wal_dir = self.wal_dir.unwrap_or_else(|| local("_wal", "./sluice-wal"));
+        let results_dir = self.results_dir.unwrap_or_else(|| local("_results", "./sluice-results"));
+        let ttl = range("export_ttl_secs", self.export_ttl_secs.unwrap_or(86_400), 1, 30 * 86_400, "up to 30 days")?;
+        let qmem = range("query_memory_mib", self.query_memory_mib.unwrap_or(512), 16, 1 << 20, "memory per query")?;
+        let qtime = range("query_timeout_secs", self.query_timeout_secs.unwrap_or(300), 1, 86_400, "time per query")?;
         let size =
             range("buffer_size_mib", self.buffer_size_mib.unwrap_or(64), 1, 128, "Firehose's buffering size range")?;
         let interval = range(
@@ -156,6 +183,10 @@ impl Partial {
             max_decompressed_bytes: dec * MIB,
             max_future: chrono::Duration::hours(future),
             concurrent_flushes: flushes,
+            results_dir,
+            export_ttl: Duration::from_secs(ttl),
+            query_memory: qmem * MIB,
+            query_timeout: Duration::from_secs(qtime),
         })
     }
 }

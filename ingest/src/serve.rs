@@ -32,7 +32,8 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 
 impl Server {
     /// Opens the lake and the log, re-delivers what the log holds, and starts listening.
-    pub async fn start(settings: &Settings, partitioner: Partitioner) -> Result<Self> {
+    /// `extra` routes (the query API) are served beside the ingest API.
+    pub async fn start(settings: &Settings, partitioner: Partitioner, extra: Option<axum::Router>) -> Result<Self> {
         let lake = Lake::open(&settings.lake)?;
         let config = StreamConfig {
             hints: settings.hints,
@@ -49,10 +50,13 @@ impl Server {
             Error::Config(format!("cannot listen on {}: {e}; pick another address with --listen", settings.listen))
         })?;
         let addr = listener.local_addr().map_err(Error::io("listener"))?;
-        let app = router(
+        let mut app = router(
             pipeline.clone(),
             BodyLimits { max_body: settings.max_body_bytes, max_decompressed: settings.max_decompressed_bytes },
         );
+        if let Some(extra) = extra {
+            app = app.merge(extra);
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -27,10 +27,13 @@ pub struct BodyLimits {
     pub max_decompressed: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct AppState {
     pipeline: Pipeline,
     limits: BodyLimits,
+    /// Bounds the request bodies held in memory at once: each request takes a permit before
+    /// reading its body, so memory for bodies is at most permits × the decompressed limit.
+    bodies: tokio::sync::Semaphore,
 }
 
 /// An API error: a status, a stable code and a message that says what to do.
@@ -103,6 +106,7 @@ struct IngestAnswer {
 }
 
 async fn ingest(State(app): State<Arc<AppState>>, req: Request) -> Result<Json<IngestAnswer>, ApiError> {
+    let _permit = app.bodies.acquire().await.map_err(|_| overloaded(Overload::LogFailed))?;
     let headers = req.headers().clone();
     let limit = app.limits.max_body;
     if let Some(len) =
@@ -169,18 +173,22 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.pipeline.metrics().render()).into_response()
 }
 
-async fn not_found() -> ApiError {
+/// The answer to an unknown path.
+pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see the README for the API")
 }
 
+/// Request bodies processed at once (more wait for a turn).
+pub const CONCURRENT_BODIES: usize = 8;
+
 /// The ingest routes.
 pub fn router(pipeline: Pipeline, limits: BodyLimits) -> Router {
-    let state = Arc::new(AppState { pipeline, limits });
+    let state = Arc::new(AppState { pipeline, limits, bodies: tokio::sync::Semaphore::new(CONCURRENT_BODIES) });
     Router::new()
         .route("/v1/logs", post(ingest))
         .route("/v1/flush", post(flush))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
         .with_state(state)
+        .fallback(not_found)
 }

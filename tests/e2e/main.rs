@@ -2,4 +2,5 @@
 
 mod cli;
 mod pipeline;
+mod query;
 mod support;

@@ -80,6 +80,14 @@ impl Serve {
     }
 }
 
+impl Drop for Serve {
+    /// A server a test did not stop is killed, so that no process outlives its test.
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
 /// An HTTP response.
 pub struct Response {
     pub status: u16,

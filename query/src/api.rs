@@ -1,0 +1,428 @@
+//! The query HTTP API (JSON, under `/v1`): query executions with stable paged results, text
+//! search, transaction traces and CSV exports with polling, server-sent events and webhooks.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{
+        Path, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
+    http::{HeaderValue, StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    error::Error,
+    exec::{Executions, Output, State as ExecState, Status},
+    format::batch_objects,
+};
+
+/// The state of the query API.
+#[derive(Debug, Clone)]
+pub struct QueryApi {
+    /// Executions and exports.
+    pub executions: Executions,
+}
+
+/// An API error: status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.2)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let info = crate::exec::ErrorInfo::from(&e);
+        let status = if e.is_user_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+        if !e.is_user_error() {
+            tracing::error!(error = %e, "query API failure");
+        }
+        Self(status, info.code, info.message)
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "not_found", format!("no such {what} (or it expired)"))
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "invalid_request", message.into())
+}
+
+/// The owner key of a request (until authentication: everyone is one anonymous owner).
+fn owner() -> &'static str {
+    ""
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(t)| t)
+        .map_err(|e| bad(format!("{}; send a JSON object with Content-Type: application/json", e.body_text())))
+}
+
+async fn start_query(
+    State(api): State<Arc<QueryApi>>,
+    body: Result<Json<QueryRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = json_body(body)?;
+    let s = api.executions.start(&req.sql, Output::Rows, owner(), None, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": s.id, "state": s.state}))).into_response())
+}
+
+async fn query_status(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Status>, ApiError> {
+    api.executions.status(&id, owner()).map(Json).ok_or_else(|| not_found("query"))
+}
+
+async fn cancel_query(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Status>, ApiError> {
+    api.executions.cancel(&id, owner()).map(Json).ok_or_else(|| not_found("query"))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageParams {
+    page_size: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(v: &Value) -> String {
+    B64.encode(v.to_string())
+}
+
+fn decode_cursor(c: &str) -> Result<Value, ApiError> {
+    B64.decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad("the cursor is not one this API handed out; start again without it"))
+}
+
+async fn query_results(
+    State(api): State<Arc<QueryApi>>,
+    Path(id): Path<String>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| bad(e.body_text()))?;
+    let status = api.executions.status(&id, owner()).ok_or_else(|| not_found("query"))?;
+    match status.state {
+        ExecState::Succeeded => {}
+        ExecState::Running => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "not_ready",
+                "the query is still running; poll GET /v1/queries/{id}".into(),
+            ));
+        }
+        _ => return Err(ApiError(StatusCode::CONFLICT, "no_results", format!("the query is {:?}", status.state))),
+    }
+    let page_size = p.page_size.unwrap_or(100).clamp(1, 10_000);
+    let offset = match &p.cursor {
+        Some(c) => {
+            let v = decode_cursor(c)?;
+            if v["q"].as_str() != Some(id.as_str()) {
+                return Err(bad("the cursor belongs to another query"));
+            }
+            v["o"].as_u64().ok_or_else(|| bad("malformed cursor"))?
+        }
+        None => 0,
+    };
+    let (rows, next) = api.executions.page(&id, owner(), offset, page_size).ok_or_else(|| not_found("query"))??;
+    Ok(Json(json!({
+        "columns": status.columns,
+        "rows": rows,
+        "next_cursor": next.map(|o| encode_cursor(&json!({"q": id, "o": o}))),
+    })))
+}
+
+/// Parameters of a text search.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Text to find (case-insensitive) in description, action, caller and detail.
+    pub q: Option<String>,
+    /// Start of the time range (RFC 3339); default 24 hours before `to`.
+    pub from: Option<String>,
+    /// End of the time range (RFC 3339, exclusive); default now.
+    pub to: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this organization.
+    pub organization: Option<String>,
+    /// Only this log type.
+    pub logtype: Option<String>,
+    /// Rows per page (default 50, at most 1000).
+    pub page_size: Option<usize>,
+    /// The cursor of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A SQL string literal: single quotes doubled; NUL refused.
+pub fn sql_string(s: &str) -> Result<String, ApiError> {
+    if s.contains('\0') {
+        return Err(bad("text must not contain NUL"));
+    }
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
+fn like_pattern(q: &str) -> String {
+    let mut out = String::from("%");
+    for c in q.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+fn parse_time(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|_| bad(format!("{name}={v:?} is not an RFC 3339 time such as 2025-01-01T00:00:00Z")))
+}
+
+/// The SQL of a search page (without cursor handling when `after` is `None`).
+pub fn search_sql(p: &SearchParams, after: Option<(&str, &str)>, limit: usize) -> Result<String, ApiError> {
+    let to = match &p.to {
+        Some(t) => parse_time("to", t)?,
+        None => Utc::now(),
+    };
+    let from = match &p.from {
+        Some(f) => parse_time("from", f)?,
+        None => to - chrono::Duration::hours(24),
+    };
+    if from >= to {
+        return Err(bad("`from` must be before `to`"));
+    }
+    let ts = |t: DateTime<Utc>| format!("TIMESTAMP '{}'", t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    let mut conds = vec![format!("time >= {}", ts(from)), format!("time < {}", ts(to))];
+    for (col, v) in [("environment", &p.environment), ("organization", &p.organization), ("logtype", &p.logtype)] {
+        if let Some(v) = v {
+            conds.push(format!("{col} = {}", sql_string(v)?));
+        }
+    }
+    if let Some(q) = p.q.as_deref().filter(|q| !q.is_empty()) {
+        let pat = sql_string(&like_pattern(q))?;
+        conds.push(format!(
+            "(description ILIKE {pat} ESCAPE '\\' OR action ILIKE {pat} ESCAPE '\\' OR caller ILIKE {pat} ESCAPE '\\' OR detail ILIKE {pat} ESCAPE '\\')"
+        ));
+    }
+    if let Some((t, r)) = after {
+        let t = sql_string(t)?;
+        let r = sql_string(r)?;
+        conds.push(format!("(time < CAST({t} AS TIMESTAMP) OR (time = CAST({t} AS TIMESTAMP) AND record_id > {r}))"));
+    }
+    Ok(format!(
+        "SELECT time, environment, organization, logtype, record_id, transaction_id, server, action, type, description, caller, success, detail \
+         FROM logs WHERE {} ORDER BY time DESC, record_id LIMIT {limit}",
+        conds.join(" AND ")
+    ))
+}
+
+async fn search(
+    State(api): State<Arc<QueryApi>>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| bad(e.body_text()))?;
+    let page_size = p.page_size.unwrap_or(50).clamp(1, 1000);
+    let after = match &p.cursor {
+        Some(c) => {
+            let v = decode_cursor(c)?;
+            Some((v["t"].as_str().unwrap_or_default().to_owned(), v["r"].as_str().unwrap_or_default().to_owned()))
+        }
+        None => None,
+    };
+    let sql = search_sql(&p, after.as_ref().map(|(t, r)| (t.as_str(), r.as_str())), page_size + 1)?;
+    let batches = api.executions.engine().query(&sql, None).await?;
+    let mut rows: Vec<Value> = batches.iter().flat_map(batch_objects).collect();
+    let next = if rows.len() > page_size {
+        rows.truncate(page_size);
+        rows.last().map(|r| encode_cursor(&json!({"t": r["time"], "r": r["record_id"]})))
+    } else {
+        None
+    };
+    Ok(Json(json!({"rows": rows, "next_cursor": next})))
+}
+
+async fn trace(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let lit = sql_string(&id)?;
+    let engine = api.executions.engine();
+    let records = engine
+        .query(
+            &format!(
+                "SELECT time, logtype, environment, organization, record_id, server, action, type, description, caller, success, detail \
+                 FROM logs WHERE transaction_id = {lit} ORDER BY time, record_id LIMIT 10000"
+            ),
+            None,
+        )
+        .await?;
+    let events = engine
+        .query(
+            &format!(
+                "SELECT time, logtype, record_id, server, action, type, description, caller, success, detail \
+                 FROM events WHERE transaction_id = {lit} OR event_transaction_id = {lit} ORDER BY time, record_id LIMIT 10000"
+            ),
+            None,
+        )
+        .await?;
+    let records: Vec<Value> = records.iter().flat_map(batch_objects).collect();
+    let events: Vec<Value> = events.iter().flat_map(batch_objects).collect();
+    if records.is_empty() && events.is_empty() {
+        return Err(not_found("transaction"));
+    }
+    Ok(Json(json!({"transaction_id": id, "records": records, "events": events})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    sql: Option<String>,
+    search: Option<SearchParams>,
+    notify: Option<Notify>,
+    /// Neutralise cells that a spreadsheet would run as formulas (default: on).
+    protect_formulas: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Notify {
+    webhook_url: Option<String>,
+}
+
+fn export_json(s: &Status) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if s.state == ExecState::Succeeded {
+        v["download_url"] = json!(format!("/v1/exports/{}/download", s.id));
+    }
+    v
+}
+
+async fn start_export(
+    State(api): State<Arc<QueryApi>>,
+    body: Result<Json<ExportRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = json_body(body)?;
+    let sql = match (req.sql, req.search) {
+        (Some(sql), None) => sql,
+        (None, Some(s)) => {
+            let mut s = s;
+            s.cursor = None;
+            search_sql(&s, None, 10_000_000)?
+        }
+        _ => return Err(bad("give exactly one of `sql` and `search`")),
+    };
+    let hook = match req.notify.and_then(|n| n.webhook_url) {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
+        Some(url) => return Err(bad(format!("webhook_url {url:?} must be an http(s) URL"))),
+        None => None,
+    };
+    let on_done: Option<Box<dyn FnOnce(Status) + Send>> = hook.map(|url| {
+        Box::new(move |s: Status| {
+            let body = export_json(&s);
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build();
+                let Ok(client) = client else { return };
+                for attempt in 0..3u32 {
+                    match client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => return,
+                        Ok(r) => tracing::warn!(%url, status = %r.status(), "export webhook refused"),
+                        Err(e) => tracing::warn!(%url, error = %e, "export webhook failed"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                }
+            });
+        }) as Box<dyn FnOnce(Status) + Send>
+    });
+    let s = api.executions.start(&sql, Output::Csv, owner(), req.protect_formulas, on_done).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": s.id, "state": s.state}))).into_response())
+}
+
+async fn export_status(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let s =
+        api.executions.status(&id, owner()).filter(|s| s.output == Output::Csv).ok_or_else(|| not_found("export"))?;
+    Ok(Json(export_json(&s)))
+}
+
+async fn export_events(
+    State(api): State<Arc<QueryApi>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let rx = api.executions.watch(&id, owner()).ok_or_else(|| not_found("export"))?;
+    // Every change of the status is a `progress` event; the last one is `complete`, then the
+    // stream ends (without waiting for a change that will never come).
+    let events = futures::stream::unfold((rx, true, false), |(mut rx, first, ended)| async move {
+        if ended || (!first && rx.changed().await.is_err()) {
+            return None;
+        }
+        let s = rx.borrow_and_update().clone();
+        let ended = s.state != ExecState::Running;
+        let name = if ended { "complete" } else { "progress" };
+        let event = Event::default().event(name).data(export_json(&s).to_string());
+        Some((Ok::<_, Infallible>(event), (rx, false, ended)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+async fn export_download(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let s =
+        api.executions.status(&id, owner()).filter(|s| s.output == Output::Csv).ok_or_else(|| not_found("export"))?;
+    if s.state != ExecState::Succeeded {
+        return Err(ApiError(StatusCode::CONFLICT, "not_ready", format!("the export is {:?}", s.state)));
+    }
+    let path = api.executions.result_path(&id, owner()).ok_or_else(|| not_found("export"))?;
+    let file = tokio::fs::File::open(&path).await.map_err(|_| not_found("export"))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8; header=present"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"sluice-export-{id}.csv\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+/// The query routes.
+pub fn router(api: QueryApi) -> Router {
+    Router::new()
+        .route("/v1/queries", post(start_query))
+        .route("/v1/queries/{id}", get(query_status).delete(cancel_query))
+        .route("/v1/queries/{id}/results", get(query_results))
+        .route("/v1/search", get(search))
+        .route("/v1/trace/{id}", get(trace))
+        .route("/v1/exports", post(start_export))
+        .route("/v1/exports/{id}", get(export_status))
+        .route("/v1/exports/{id}/events", get(export_events))
+        .route("/v1/exports/{id}/download", get(export_download))
+        .with_state(Arc::new(api))
+}

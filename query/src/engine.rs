@@ -1,0 +1,324 @@
+//! The query engine: DataFusion over the lake, safe for SQL from strangers.
+//!
+//! * Queries only: DDL, DML (`INSERT`, `COPY`), statements (`SET`, transactions) are refused
+//!   before planning; URL tables are off; the SQL text has a size limit.
+//! * Each query runs in its own session with its own memory pool (a clean
+//!   `ResourcesExhausted` error past the limit), under a timeout, and can be cancelled by dropping
+//!   its stream.
+//! * Listings, file statistics and Parquet footers are cached across queries; the listing cache
+//!   expires after [`EngineConfig::list_cache_ttl`], so new files are seen within it.
+
+use std::{sync::Arc, time::Duration};
+
+use datafusion::{
+    arrow::record_batch::RecordBatch,
+    execution::{
+        SendableRecordBatchStream, TaskContext,
+        cache::cache_manager::{CacheManager, CacheManagerConfig},
+        runtime_env::RuntimeEnvBuilder,
+    },
+    physical_plan::ExecutionPlan,
+    prelude::{SQLOptions, SessionConfig, SessionContext},
+};
+use futures::StreamExt;
+use object_store::ObjectStore;
+use sluice_schemas::Registry;
+use url::Url;
+
+use crate::{
+    catalog::{LakeTable, events_view_sql, logtype_view_sql},
+    error::{Error, Result},
+};
+
+/// Limits and settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest SQL text, in bytes.
+    pub max_sql_bytes: usize,
+    /// Memory per query, in bytes.
+    pub memory_limit: usize,
+    /// Time per query.
+    pub timeout: Duration,
+    /// How long a listing of the lake is reused.
+    pub list_cache_ttl: Duration,
+    /// Threads per query.
+    pub target_partitions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_sql_bytes: 64 * 1024,
+            memory_limit: 512 << 20,
+            timeout: Duration::from_secs(300),
+            list_cache_ttl: Duration::from_secs(2),
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// The lake as a SQL engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    url: Url,
+    logs_url: String,
+    store: Arc<dyn ObjectStore>,
+    registry: Registry,
+    config: EngineConfig,
+    caches: Arc<CacheManager>,
+}
+
+/// Opens an object store for a lake URL (a folder, `file://…`, or `s3://bucket/prefix`) and
+/// returns it with the normalized URL of the lake root.
+pub fn open_store(lake: &str) -> Result<(Arc<dyn ObjectStore>, Url)> {
+    let bad = |reason: String| Error::Lake { url: lake.to_owned(), reason };
+    if let Some(rest) = lake.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or_default();
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL")) {
+            b = b.with_endpoint(&endpoint).with_allow_http(endpoint.starts_with("http://"));
+            b = b.with_virtual_hosted_style_request(false);
+        }
+        let store = b.build().map_err(|e| bad(e.to_string()))?;
+        let url = Url::parse(&format!("{}/", lake.trim_end_matches('/'))).map_err(|e| bad(e.to_string()))?;
+        return Ok((Arc::new(store), url));
+    }
+    if lake.contains("://") && !lake.starts_with("file://") {
+        return Err(bad("unsupported scheme; use a path, file:///path or s3://bucket/prefix".into()));
+    }
+    let path = std::path::PathBuf::from(lake.strip_prefix("file://").unwrap_or(lake));
+    let root =
+        path.canonicalize().map_err(|e| bad(format!("{e}; is this the lake folder (the one holding logs/)?")))?;
+    let url = Url::from_directory_path(&root).map_err(|()| bad("not an absolute path".into()))?;
+    Ok((Arc::new(object_store::local::LocalFileSystem::new()), url))
+}
+
+/// Checks SQL text before it reaches the planner.
+pub fn check_sql(sql: &str, max_bytes: usize) -> Result<()> {
+    if sql.len() > max_bytes {
+        return Err(Error::Rejected(format!("the SQL text is {} bytes; the limit is {max_bytes} bytes", sql.len())));
+    }
+    if sql.trim().trim_end_matches(';').trim().is_empty() {
+        return Err(Error::Rejected("the SQL text is empty".into()));
+    }
+    check_complexity(sql)
+}
+
+/// Deepest parenthesis nesting allowed.
+pub const MAX_NESTING: usize = 64;
+/// Most operators (arithmetic, comparison, `AND`, `OR`, `UNION`, `JOIN`, …) in one SQL text.
+pub const MAX_OPERATORS: usize = 1000;
+
+/// Refuses SQL whose plan would be so deep that planning or evaluating it could exhaust the
+/// stack: the planner and the expression evaluator recurse once per nesting level and per operator
+/// of a chain like `a + b + c + …`. Counted on tokens, before anything is parsed.
+fn check_complexity(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::{
+        dialect::GenericDialect, keywords::Keyword, tokenizer::Token, tokenizer::Tokenizer,
+    };
+    // A text the tokenizer refuses is left to the parser, which reports it properly.
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    for token in &tokens {
+        match token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            Token::Word(w)
+                if matches!(
+                    w.keyword,
+                    Keyword::AND
+                        | Keyword::OR
+                        | Keyword::NOT
+                        | Keyword::UNION
+                        | Keyword::INTERSECT
+                        | Keyword::EXCEPT
+                        | Keyword::JOIN
+                        | Keyword::CASE
+                        | Keyword::WHEN
+                        | Keyword::LIKE
+                        | Keyword::ILIKE
+                        | Keyword::BETWEEN
+                        | Keyword::IS
+                ) && w.quote_style.is_none() =>
+            {
+                operators += 1;
+            }
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret
+            | Token::DoubleColon
+            | Token::Arrow
+            | Token::LongArrow => operators += 1,
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(Error::Rejected(format!(
+            "the SQL nests parentheses {deepest} deep; the limit is {MAX_NESTING}: flatten the expression"
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(Error::Rejected(format!(
+            "the SQL has {operators} operators; the limit is {MAX_OPERATORS}: use IN (…) lists, a CASE, or several queries"
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// An engine over the lake at `lake` (see [`open_store`]).
+    pub fn open(lake: &str, registry: Registry, config: EngineConfig) -> Result<Self> {
+        let (store, url) = open_store(lake)?;
+        Self::with_store(store, url, registry, config)
+    }
+
+    /// An engine over `store`, whose lake root is `url` (used with custom stores in tests).
+    pub fn with_store(store: Arc<dyn ObjectStore>, url: Url, registry: Registry, config: EngineConfig) -> Result<Self> {
+        let caches = CacheManager::try_new(
+            &CacheManagerConfig::default().with_list_files_cache_ttl(Some(config.list_cache_ttl)),
+        )?;
+        let logs_url =
+            url.join("logs/").map_err(|e| Error::Lake { url: url.to_string(), reason: e.to_string() })?.to_string();
+        Ok(Self { url, logs_url, store, registry, config, caches })
+    }
+
+    /// The registry of log types.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// A session over the lake with its own memory pool and the shared caches.
+    pub async fn session(&self) -> Result<SessionContext> {
+        let caches = CacheManagerConfig::default()
+            .with_list_files_cache(self.caches.get_list_files_cache())
+            .with_list_files_cache_ttl(Some(self.config.list_cache_ttl))
+            .with_file_statistics_cache(self.caches.get_file_statistic_cache())
+            .with_file_metadata_cache(Some(self.caches.get_file_metadata_cache()));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.memory_limit, 1.0)
+            .with_cache_manager(caches)
+            .build_arc()?;
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(self.config.target_partitions)
+            .with_default_catalog_and_schema("sluice", "lake");
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        config.options_mut().sql_parser.recursion_limit = datafusion::config::ConfigNonZeroUsize::try_new(200)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_object_store(&self.url, Arc::clone(&self.store));
+        ctx.register_table("logs", Arc::new(LakeTable::new(&self.logs_url, &self.registry)?))?;
+        for lt in self.registry.names() {
+            let sql = logtype_view_sql(&self.registry, lt).expect("registered");
+            let plan = ctx.state().create_logical_plan(&sql).await?;
+            ctx.register_table(
+                format!("logs_{lt}"),
+                Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(sql))),
+            )?;
+        }
+        let sql = events_view_sql();
+        let plan = ctx.state().create_logical_plan(&sql).await?;
+        ctx.register_table("events", Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(sql))))?;
+        Ok(ctx)
+    }
+
+    /// Plans a query from untrusted SQL: the physical plan and the context to run it in. Only
+    /// queries are allowed; planning runs under the timeout.
+    pub async fn plan(&self, sql: &str) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)> {
+        check_sql(sql, self.config.max_sql_bytes)?;
+        let ctx = self.session().await?;
+        let task = ctx.task_ctx();
+        let timeout = self.config.timeout;
+        let sql = sql.to_owned();
+        let planned = on_big_stack(async move {
+            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+            let df = ctx.sql_with_options(&sql, options).await.map_err(|e| match Error::from(e) {
+                Error::Sql(m)
+                    if m.contains("not supported")
+                        || m.contains("DDL")
+                        || m.contains("DML")
+                        || m.contains("Statement") =>
+                {
+                    Error::Rejected(format!("{m}. Only queries (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) are allowed"))
+                }
+                other => other,
+            })?;
+            Ok::<_, Error>(df.create_physical_plan().await?)
+        });
+        let plan = tokio::time::timeout(timeout, planned)
+            .await
+            .map_err(|_| Error::Limit(format!("planning took longer than {} s", timeout.as_secs())))??;
+        Ok((plan, task))
+    }
+
+    /// Plans a query from untrusted SQL and starts it (see [`Engine::plan`]).
+    pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let (plan, task) = self.plan(sql).await?;
+        Ok(datafusion::physical_plan::execute_stream(plan, task)?)
+    }
+
+    /// Runs a query and collects at most `max_rows` rows (all when `None`), under the timeout.
+    pub async fn query(&self, sql: &str, max_rows: Option<usize>) -> Result<Vec<RecordBatch>> {
+        let timeout = self.config.timeout;
+        let run = async {
+            let mut stream = self.execute(sql).await?;
+            let mut out = Vec::new();
+            let mut rows = 0usize;
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                if let Some(max) = max_rows {
+                    if rows >= max {
+                        break;
+                    }
+                    let take = (max - rows).min(b.num_rows());
+                    rows += take;
+                    out.push(b.slice(0, take));
+                } else {
+                    rows += b.num_rows();
+                    out.push(b);
+                }
+            }
+            Ok::<_, Error>(out)
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| {
+            Error::Limit(format!("the query took longer than {} s; narrow it by partition or time", timeout.as_secs()))
+        })?
+    }
+}
+
+/// Stack of the thread that plans a query: planning recurses over the statement's tree.
+const PLANNING_STACK: usize = 64 << 20;
+
+/// Runs `fut` to completion on a thread of its own with a large stack, on the current runtime.
+async fn on_big_stack<T: Send + 'static>(fut: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sluice-plan".into())
+        .stack_size(PLANNING_STACK)
+        .spawn(move || {
+            let _ = tx.send(handle.block_on(fut));
+        })
+        .map_err(|e| Error::Engine(format!("cannot start a planning thread: {e}")))?;
+    rx.await.map_err(|_| Error::Engine("the planning thread failed".into()))?
+}

@@ -1,0 +1,448 @@
+//! Query executions and exports, kept as files so that paging is stable and memory is bounded.
+//!
+//! An execution runs in the background; its rows go to a file as they are produced (NDJSON for
+//! query results, CSV for exports), so a result of any size needs no more memory than one batch.
+//! A result is kept until its expiry (default 24 h, like a signed download link) and then deleted.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use datafusion::{
+    datasource::{physical_plan::FileScanConfig, source::DataSourceExec},
+    execution::TaskContext,
+    physical_plan::{ExecutionPlan, execute_stream},
+};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::{
+    engine::Engine,
+    error::{Error, Result},
+    format::{CsvWriter, batch_objects},
+};
+
+/// The state of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    /// Running.
+    Running,
+    /// Finished; results are available.
+    Succeeded,
+    /// Failed; see `error`.
+    Failed,
+    /// Cancelled by its owner.
+    Cancelled,
+}
+
+/// What an execution writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// JSON rows, paged through the API.
+    Rows,
+    /// A CSV file, downloaded.
+    Csv,
+}
+
+/// A column of a result.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ColumnInfo {
+    /// Name.
+    pub name: String,
+    /// Arrow type.
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+/// A snapshot of an execution's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Id.
+    pub id: String,
+    /// State.
+    pub state: State,
+    /// Output kind.
+    pub output: Output,
+    /// Rows written so far.
+    pub rows: u64,
+    /// Bytes of result written so far.
+    pub bytes: u64,
+    /// Bytes of Parquet read.
+    pub bytes_scanned: u64,
+    /// Data files scanned.
+    pub files_scanned: u64,
+    /// Share of the work done, 0 to 1 (an estimate from the bytes scanned; 1 when finished).
+    pub progress: f64,
+    /// Milliseconds since start (or until the end).
+    pub elapsed_ms: u64,
+    /// Columns of the result.
+    pub columns: Vec<ColumnInfo>,
+    /// Error code and message when failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// When the result file is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whose it is (an opaque owner key; never serialized).
+    #[serde(skip)]
+    pub owner: String,
+}
+
+/// An error of an execution.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorInfo {
+    /// Stable code: `invalid_sql`, `rejected`, `limit_exceeded`, `cancelled`, `internal`.
+    pub code: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+impl From<&Error> for ErrorInfo {
+    fn from(e: &Error) -> Self {
+        let code = match e {
+            Error::Rejected(_) => "rejected",
+            Error::Sql(_) => "invalid_sql",
+            Error::Limit(_) => "limit_exceeded",
+            Error::Cancelled => "cancelled",
+            Error::Lake { .. } | Error::Engine(_) => "internal",
+        };
+        Self { code, message: e.to_string() }
+    }
+}
+
+struct Entry {
+    status: watch::Sender<Status>,
+    path: PathBuf,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+    started: Instant,
+}
+
+/// Limits of executions.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Folder of result files.
+    pub dir: PathBuf,
+    /// How long results are kept after they finish.
+    pub ttl: Duration,
+    /// Largest result file, bytes.
+    pub max_result_bytes: u64,
+    /// Prefix CSV cells that could start a formula.
+    pub protect_formulas: bool,
+}
+
+/// All executions of a server.
+#[derive(Clone)]
+pub struct Executions {
+    engine: Engine,
+    config: ExecConfig,
+    map: Arc<Mutex<HashMap<String, Arc<Entry>>>>,
+}
+
+impl std::fmt::Debug for Executions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executions").field("dir", &self.config.dir).finish()
+    }
+}
+
+/// An unguessable id: 122 random bits.
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Bytes of the files the plan's scans may read.
+fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let own = plan
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|ds| ds.data_source().downcast_ref::<FileScanConfig>())
+        .map_or(0, |cfg| cfg.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.size).sum::<u64>());
+    own + plan.children().into_iter().map(scan_bytes).sum::<u64>()
+}
+
+fn sum_metrics(plan: &Arc<dyn ExecutionPlan>, bytes: &mut u64, files: &mut u64) {
+    if let Some(v) = plan.metrics().and_then(|m| m.sum_by_name("bytes_scanned")) {
+        *bytes += v.as_usize() as u64;
+    }
+    if let Some(cfg) =
+        plan.downcast_ref::<DataSourceExec>().and_then(|ds| ds.data_source().downcast_ref::<FileScanConfig>())
+    {
+        *files += cfg.file_groups.iter().map(|g| g.len() as u64).sum::<u64>();
+    }
+    for c in plan.children() {
+        sum_metrics(c, bytes, files);
+    }
+}
+
+impl Executions {
+    /// Executions over `engine`, with result files in `config.dir`.
+    pub fn new(engine: Engine, config: ExecConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| Error::Engine(format!("{}: {e}", config.dir.display())))?;
+        let me = Self { engine, config, map: Arc::default() };
+        let janitor = me.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1).min(janitor.config.ttl)).await;
+                janitor.expire();
+            }
+        });
+        Ok(me)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Deletes results past their expiry.
+    pub fn expire(&self) {
+        let now = Utc::now();
+        let mut map = self.map.lock().expect("lock");
+        map.retain(|_, e| {
+            let expired = e.status.borrow().expires_at.is_some_and(|t| t <= now);
+            if expired {
+                std::fs::remove_file(&e.path).ok();
+            }
+            !expired
+        });
+    }
+
+    /// Whether CSV exports neutralise formula cells unless a request says otherwise.
+    pub fn protects_formulas(&self) -> bool {
+        self.config.protect_formulas
+    }
+
+    /// Plans `sql` and starts running it for `owner`; errors of the SQL (syntax, unknown tables or
+    /// columns, statements that are not queries) are returned at once. `protect_formulas`
+    /// overrides the server's default for a CSV export.
+    pub async fn start(
+        &self,
+        sql: &str,
+        output: Output,
+        owner: &str,
+        protect_formulas: Option<bool>,
+        on_done: Option<Box<dyn FnOnce(Status) + Send>>,
+    ) -> Result<Status> {
+        let (plan, task) = self.engine.plan(sql).await?;
+        let id = new_id();
+        let ext = if output == Output::Csv { "csv" } else { "ndjson" };
+        let path = self.config.dir.join(format!("{id}.{ext}"));
+        let status = Status {
+            id: id.clone(),
+            state: State::Running,
+            output,
+            rows: 0,
+            bytes: 0,
+            bytes_scanned: 0,
+            files_scanned: 0,
+            progress: 0.0,
+            elapsed_ms: 0,
+            columns: Vec::new(),
+            error: None,
+            expires_at: None,
+            owner: owner.to_owned(),
+        };
+        let (tx, _) = watch::channel(status.clone());
+        let entry = Arc::new(Entry { status: tx, path: path.clone(), task: Mutex::new(None), started: Instant::now() });
+        self.map.lock().expect("lock").insert(id, Arc::clone(&entry));
+        let timeout = self.engine.config().timeout;
+        let mut config = self.config.clone();
+        config.protect_formulas = protect_formulas.unwrap_or(config.protect_formulas);
+        let e2 = Arc::clone(&entry);
+        let handle = tokio::spawn(async move {
+            let result = tokio::time::timeout(timeout, run(plan, task, output, &path, &config, &e2))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Limit(format!(
+                        "the query took longer than {} s; narrow it by partition or time",
+                        timeout.as_secs()
+                    )))
+                });
+            let ttl = chrono::Duration::from_std(config.ttl).unwrap_or(chrono::Duration::hours(24));
+            e2.status.send_modify(|s| {
+                s.elapsed_ms = e2.started.elapsed().as_millis() as u64;
+                s.expires_at = Some(Utc::now() + ttl);
+                match &result {
+                    Ok(()) => s.state = State::Succeeded,
+                    Err(err) => {
+                        s.state = if matches!(err, Error::Cancelled) { State::Cancelled } else { State::Failed };
+                        s.error = Some(ErrorInfo::from(err));
+                    }
+                }
+            });
+            if let Some(f) = on_done {
+                f(e2.status.borrow().clone());
+            }
+        });
+        *entry.task.lock().expect("lock") = Some(handle.abort_handle());
+        Ok(status)
+    }
+
+    fn entry(&self, id: &str, owner: &str) -> Option<Arc<Entry>> {
+        let map = self.map.lock().expect("lock");
+        map.get(id).filter(|e| e.status.borrow().owner == owner).cloned()
+    }
+
+    /// The status of an execution, if it exists and belongs to `owner`.
+    pub fn status(&self, id: &str, owner: &str) -> Option<Status> {
+        let e = self.entry(id, owner)?;
+        let mut s = e.status.borrow().clone();
+        if s.state == State::Running {
+            s.elapsed_ms = e.started.elapsed().as_millis() as u64;
+        }
+        Some(s)
+    }
+
+    /// A receiver of status changes.
+    pub fn watch(&self, id: &str, owner: &str) -> Option<watch::Receiver<Status>> {
+        Some(self.entry(id, owner)?.status.subscribe())
+    }
+
+    /// Cancels a running execution. Returns its status.
+    pub fn cancel(&self, id: &str, owner: &str) -> Option<Status> {
+        let e = self.entry(id, owner)?;
+        if e.status.borrow().state == State::Running {
+            if let Some(t) = e.task.lock().expect("lock").take() {
+                t.abort();
+            }
+            let ttl = chrono::Duration::from_std(self.config.ttl).unwrap_or(chrono::Duration::hours(24));
+            e.status.send_modify(|s| {
+                s.state = State::Cancelled;
+                s.error = Some(ErrorInfo::from(&Error::Cancelled));
+                s.elapsed_ms = e.started.elapsed().as_millis() as u64;
+                s.expires_at = Some(Utc::now() + ttl);
+            });
+        }
+        Some(e.status.borrow().clone())
+    }
+
+    /// The result file of a finished execution.
+    pub fn result_path(&self, id: &str, owner: &str) -> Option<PathBuf> {
+        let e = self.entry(id, owner)?;
+        (e.status.borrow().state == State::Succeeded).then(|| e.path.clone())
+    }
+
+    /// A page of rows from byte `offset` of a finished row result: rows and the next offset.
+    pub fn page(
+        &self,
+        id: &str,
+        owner: &str,
+        offset: u64,
+        page_size: usize,
+    ) -> Option<Result<(Vec<serde_json::Value>, Option<u64>)>> {
+        let path = self.result_path(id, owner)?;
+        Some(read_page(&path, offset, page_size))
+    }
+}
+
+fn read_page(path: &Path, offset: u64, page_size: usize) -> Result<(Vec<serde_json::Value>, Option<u64>)> {
+    let io = |e: std::io::Error| Error::Engine(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    if offset > len {
+        return Err(Error::Sql("the cursor does not belong to this result".into()));
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut r = BufReader::new(f);
+    let mut rows = Vec::with_capacity(page_size);
+    let mut pos = offset;
+    let mut line = String::new();
+    while rows.len() < page_size {
+        line.clear();
+        let n = r.read_line(&mut line).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        pos += n as u64;
+        rows.push(serde_json::from_str(&line).map_err(|e| Error::Engine(e.to_string()))?);
+    }
+    Ok((rows, (pos < len).then_some(pos)))
+}
+
+async fn run(
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    output: Output,
+    path: &Path,
+    config: &ExecConfig,
+    entry: &Entry,
+) -> Result<()> {
+    let total_bytes = scan_bytes(&plan);
+    let columns: Vec<ColumnInfo> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| ColumnInfo { name: f.name().clone(), ty: f.data_type().to_string() })
+        .collect();
+    entry.status.send_modify(|s| s.columns = columns);
+    let mut stream = execute_stream(Arc::clone(&plan), task)?;
+    let file = std::fs::File::create(path).map_err(|e| Error::Engine(format!("{}: {e}", path.display())))?;
+    let mut csv = (output == Output::Csv)
+        .then(|| CsvWriter::csv(BufWriter::new(file.try_clone().expect("dup")), config.protect_formulas));
+    let mut json = (output == Output::Rows).then(|| BufWriter::new(file));
+    let mut header = false;
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if let Some(w) = csv.as_mut() {
+            w.write(&batch).map_err(|e| Error::Engine(e.to_string()))?;
+            header = true;
+            rows = w.rows;
+            bytes = w.bytes;
+        }
+        if let Some(w) = json.as_mut() {
+            for v in batch_objects(&batch) {
+                let mut line = serde_json::to_vec(&v).map_err(|e| Error::Engine(e.to_string()))?;
+                line.push(b'\n');
+                bytes += line.len() as u64;
+                w.write_all(&line).map_err(|e| Error::Engine(e.to_string()))?;
+                rows += 1;
+            }
+        }
+        if bytes > config.max_result_bytes {
+            return Err(Error::Limit(format!(
+                "the result is over {} bytes; aggregate, filter or add a LIMIT",
+                config.max_result_bytes
+            )));
+        }
+        let (mut scanned, mut files) = (0, 0);
+        sum_metrics(&plan, &mut scanned, &mut files);
+        entry.status.send_modify(|s| {
+            s.rows = rows;
+            s.bytes = bytes;
+            s.bytes_scanned = scanned;
+            s.files_scanned = files;
+            // Parquet bytes read of all the bytes the scan may read: an estimate that stays
+            // below 1 until the end (projection and pruning read less than everything).
+            s.progress = if total_bytes == 0 { 0.0 } else { (scanned as f64 / total_bytes as f64).min(0.99) };
+        });
+    }
+    if let Some(mut w) = csv {
+        if !header {
+            let schema = plan.schema();
+            w.write_header(schema.fields().iter().map(|f| f.name().as_str()))
+                .map_err(|e| Error::Engine(e.to_string()))?;
+            bytes = w.bytes;
+        }
+        w.finish().map_err(|e| Error::Engine(e.to_string()))?;
+    }
+    if let Some(mut w) = json {
+        w.flush().map_err(|e| Error::Engine(e.to_string()))?;
+    }
+    let (mut scanned, mut files) = (0, 0);
+    sum_metrics(&plan, &mut scanned, &mut files);
+    entry.status.send_modify(|s| {
+        s.rows = rows;
+        s.bytes = bytes;
+        s.bytes_scanned = scanned;
+        s.files_scanned = files;
+        s.progress = 1.0;
+    });
+    Ok::<_, Error>(())
+}

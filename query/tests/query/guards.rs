@@ -1,0 +1,101 @@
+//! Untrusted SQL: queries only, limits, and pathological SQL answered with an error, never a crash.
+
+use sluice_query::{Engine, EngineConfig, Error};
+use sluice_schemas::Registry;
+
+use crate::sample_lake;
+
+fn engine(config: EngineConfig) -> Engine {
+    Engine::open(sample_lake().to_str().expect("utf8"), Registry::builtin(), config).expect("engine")
+}
+
+async fn err(engine: &Engine, sql: &str) -> Error {
+    match engine.query(sql, None).await {
+        Ok(b) => panic!("{sql:.80} was allowed and returned {} batches", b.len()),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn only_queries_are_allowed() {
+    let e = engine(EngineConfig::default());
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'",
+        "DROP TABLE logs",
+        "CREATE VIEW v AS SELECT 1",
+        "INSERT INTO logs SELECT * FROM logs",
+        "COPY (SELECT 1) TO '/tmp/sluice-copy-test.csv'",
+        "SET datafusion.execution.batch_size = 1",
+        "BEGIN TRANSACTION",
+    ] {
+        let error = err(&e, sql).await;
+        assert!(error.is_user_error(), "{sql}: {error:?}");
+        assert!(matches!(error, Error::Rejected(_) | Error::Sql(_)), "{sql}: {error:?}");
+    }
+    assert!(!std::path::Path::new("/tmp/sluice-copy-test.csv").exists());
+    // File paths and URLs are not tables.
+    for sql in
+        ["SELECT * FROM '/etc/passwd'", "SELECT * FROM 'file:///etc/passwd'", "SELECT * FROM 's3://bucket/x.parquet'"]
+    {
+        let error = err(&e, sql).await;
+        assert!(matches!(error, Error::Sql(_)), "{sql}: {error:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_sql_is_a_user_error_with_the_engines_message() {
+    let e = engine(EngineConfig::default());
+    let error = err(&e, "SELEC 1").await;
+    assert!(matches!(&error, Error::Sql(m) if m.contains("SELEC")), "{error:?}");
+    let error = err(&e, "SELECT nope FROM logs").await;
+    assert!(matches!(&error, Error::Sql(m) if m.contains("nope")), "{error:?}");
+    let error = err(&e, "").await;
+    assert!(matches!(error, Error::Rejected(_)));
+}
+
+#[tokio::test]
+async fn limits_on_size_memory_and_time() {
+    let e = engine(EngineConfig { max_sql_bytes: 100, ..EngineConfig::default() });
+    let error = err(&e, &format!("SELECT 1 {}", " ".repeat(200))).await;
+    assert!(matches!(&error, Error::Rejected(m) if m.contains("limit")), "{error:?}");
+    // A tiny memory limit: a clean error, not a crash.
+    let e = engine(EngineConfig { memory_limit: 64 * 1024, ..EngineConfig::default() });
+    let error =
+        err(&e, "SELECT a.record_id, b.record_id FROM logs a JOIN logs b ON a.server = b.server ORDER BY 1, 2").await;
+    assert!(matches!(error, Error::Limit(_)), "{error:?}");
+    // A timeout.
+    let e = engine(EngineConfig { timeout: std::time::Duration::from_millis(1), ..EngineConfig::default() });
+    let error = err(&e, "SELECT count(*) FROM logs a, logs b").await;
+    assert!(matches!(error, Error::Limit(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn pathological_sql_is_an_error_not_a_crash() {
+    let e = engine(EngineConfig { max_sql_bytes: 1 << 20, ..EngineConfig::default() });
+    let long_expr = format!("SELECT {} FROM logs", (0..5000).map(|i| i.to_string()).collect::<Vec<_>>().join(" + "));
+    let error = err(&e, &long_expr).await;
+    assert!(matches!(&error, Error::Rejected(m) if m.contains("operators")), "{error:?}");
+    let nested = format!("SELECT {}1{} AS x", "(".repeat(5000), ")".repeat(5000));
+    let error = err(&e, &nested).await;
+    assert!(matches!(&error, Error::Rejected(m) if m.contains("nests")), "{error:?}");
+    let unions = (0..3000).map(|i| format!("SELECT {i} AS x")).collect::<Vec<_>>().join(" UNION ALL ");
+    let error = err(&e, &unions).await;
+    assert!(matches!(&error, Error::Rejected(m) if m.contains("operators")), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_just_under_the_limits_runs() {
+    let e = engine(EngineConfig { max_sql_bytes: 1 << 20, ..EngineConfig::default() });
+    // A long chain over a column is evaluated per row, not folded away at planning.
+    let chain = format!("SELECT count(*) FROM logs WHERE {}", vec!["length(server) > 0"; 330].join(" AND "));
+    let batches = e.query(&chain, None).await.expect("a long chain of conditions");
+    assert_eq!(batches[0].num_rows(), 1);
+    let sum = format!("SELECT sum(0 {}) AS s FROM logs", " + length(server)".repeat(990));
+    e.query(&sum, None).await.expect("a long sum");
+    let unions = (0..900).map(|i| format!("SELECT {i} AS x")).collect::<Vec<_>>().join(" UNION ALL ");
+    let rows: usize = e.query(&unions, None).await.expect("900 unions").iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 900);
+    let nested = format!("SELECT {}1{} AS x", "(".repeat(60), ")".repeat(60));
+    e.query(&nested, None).await.expect("60 parentheses");
+}

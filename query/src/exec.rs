@@ -411,16 +411,10 @@ async fn run(
                 config.max_result_bytes
             )));
         }
-        let (mut scanned, mut files) = (0, 0);
-        sum_metrics(&plan, &mut scanned, &mut files);
-        entry.status.send_modify(|s| {
-            s.rows = rows;
-            s.bytes = bytes;
-            s.bytes_scanned = scanned;
-            s.files_scanned = files;
+        report(entry, &plan, rows, bytes, |scanned| {
             // Parquet bytes read of all the bytes the scan may read: an estimate that stays
             // below 1 until the end (projection and pruning read less than everything).
-            s.progress = if total_bytes == 0 { 0.0 } else { (scanned as f64 / total_bytes as f64).min(0.99) };
+            if total_bytes == 0 { 0.0 } else { (scanned as f64 / total_bytes as f64).min(0.99) }
         });
     }
     if let Some(mut w) = csv {
@@ -435,14 +429,20 @@ async fn run(
     if let Some(mut w) = json {
         w.flush().map_err(|e| Error::Engine(e.to_string()))?;
     }
+    report(entry, &plan, rows, bytes, |_| 1.0);
+    Ok(())
+}
+
+/// Publishes rows and bytes written, the scan's metrics and the progress computed from the bytes
+/// scanned.
+fn report(entry: &Entry, plan: &Arc<dyn ExecutionPlan>, rows: u64, bytes: u64, progress: impl Fn(u64) -> f64) {
     let (mut scanned, mut files) = (0, 0);
-    sum_metrics(&plan, &mut scanned, &mut files);
+    sum_metrics(plan, &mut scanned, &mut files);
     entry.status.send_modify(|s| {
         s.rows = rows;
         s.bytes = bytes;
         s.bytes_scanned = scanned;
         s.files_scanned = files;
-        s.progress = 1.0;
+        s.progress = progress(scanned);
     });
-    Ok::<_, Error>(())
 }

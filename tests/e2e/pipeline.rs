@@ -467,6 +467,9 @@ fn demo_tours_and_exits() {
         "flushed the buffers to Parquet",
         "logtype",
         "errors/processing-failed",
+        "Example queries",
+        "+----",
+        "/v1/exports",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle:?}:\n{text}");
     }

@@ -159,22 +159,30 @@ pub fn flush(addr: &str) {
     assert_eq!(r.status, 200);
 }
 
-/// Every Parquet file under `{lake}/logs`, as (relative partition path, file).
-pub fn data_files(lake: &Path) -> Vec<(String, PathBuf)> {
+/// Every file under `dir`, at any depth (none when `dir` does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack = vec![lake.join("logs")];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                let rel = p.parent().expect("parent").strip_prefix(lake.join("logs")).expect("under logs");
-                out.push((rel.to_string_lossy().into_owned(), p));
-            }
+        for p in rd.flatten().map(|e| e.path()) {
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
         }
     }
+    out
+}
+
+/// Every Parquet file under `{lake}/logs`, as (relative partition path, file).
+pub fn data_files(lake: &Path) -> Vec<(String, PathBuf)> {
+    let logs = lake.join("logs");
+    let mut out: Vec<(String, PathBuf)> = files_under(&logs)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| {
+            let rel = p.parent().expect("parent").strip_prefix(&logs).expect("under logs");
+            (rel.to_string_lossy().into_owned(), p)
+        })
+        .collect();
     out.sort();
     out
 }
@@ -252,18 +260,9 @@ pub fn lake_rows(lake: &Path) -> Vec<(String, Value)> {
 /// Error records under `{lake}/errors`.
 pub fn error_records(lake: &Path) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut stack = vec![lake.join("errors")];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                for line in std::fs::read_to_string(&p).expect("read").lines().filter(|l| !l.is_empty()) {
-                    out.push(serde_json::from_str(line).expect("error record JSON"));
-                }
-            }
+    for p in files_under(&lake.join("errors")) {
+        for line in std::fs::read_to_string(&p).expect("read").lines().filter(|l| !l.is_empty()) {
+            out.push(serde_json::from_str(line).expect("error record JSON"));
         }
     }
     out

@@ -9,14 +9,38 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "test tools: DuckDB (from PyPI) in a virtualenv"
-venv="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
-if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.0'
-fi
-export SLUICE_PYTHON="$venv/bin/python"
-"$SLUICE_PYTHON" -c 'import duckdb; print("duckdb", duckdb.__version__)'
+# A virtualenv at $1 holding the PyPI packages $2…, made or completed when a package is missing.
+venv() {
+  local dir="$1"; shift
+  if ! "$dir/bin/python" -c "import sys; sys.exit(0)" 2>/dev/null; then python3 -m venv "$dir"; fi
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+}
+cache="$HOME/.cache/sluice"
+
+step "test tools from PyPI: DuckDB and moto server; python-hcl2; checkov (each in a virtualenv)"
+venv_main="${SLUICE_VENV:-$cache/venv}"
+"$venv_main/bin/python" -c 'import duckdb, moto.server, flask' 2>/dev/null || venv "$venv_main" 'duckdb==2.0.0' 'moto[server]==5.2.5'
+export SLUICE_PYTHON="$venv_main/bin/python"
+"$SLUICE_PYTHON" -c 'import duckdb, moto; print("duckdb", duckdb.__version__, "· moto", moto.__version__)'
+"$cache/venv-hcl2/bin/python" -c 'import hcl2' 2>/dev/null || venv "$cache/venv-hcl2" 'python-hcl2==8.1.4'
+export SLUICE_HCL_PYTHON="$cache/venv-hcl2/bin/python"
+"$cache/venv-checkov/bin/checkov" --version >/dev/null 2>&1 || venv "$cache/venv-checkov" 'checkov==3.3.30'
+
+step "terraform: checkov (every failed check is a failure; every skip carries its reason in the code)"
+report=$("$cache/venv-checkov/bin/checkov" -d terraform --framework terraform --skip-download --quiet -o json || true)
+python3 - "$report" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+r = r[0] if isinstance(r, list) else r
+summary, results = r["summary"], r["results"]
+for c in results.get("failed_checks", []):
+    print(f"FAILED {c['check_id']} {c['resource']} {c['file_path']}: {c['check_name']}")
+unexplained = [c for c in results.get("skipped_checks", []) if not (c["check_result"].get("suppress_comment") or "").strip()]
+for c in unexplained:
+    print(f"SKIPPED WITHOUT A REASON {c['check_id']} {c['resource']}")
+print(f"checkov {summary['checkov_version']}: {summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped with reasons, {summary['parsing_errors']} parsing errors")
+sys.exit(1 if summary["failed"] or summary["parsing_errors"] or unexplained or not summary["passed"] else 0)
+PY
 
 step "formatting"
 cargo fmt --all -- --check

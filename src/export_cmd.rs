@@ -184,6 +184,7 @@ async fn local(
     };
     let config = EngineConfig { memory_limit: args.memory_limit << 20, ..EngineConfig::default() };
     let engine = Engine::open(&args.lake, registry, config)
+        .await
         .with_context(|| format!("cannot open the lake {:?}; give it with --lake", args.lake))?;
     let (plan, task) = engine.plan(&sql).await?;
     let schema = plan.schema();

@@ -18,8 +18,11 @@ use sluice_ingest::{
     lake::Lake,
     replay::replay as replay_lake,
     serve::{Server, shutdown_signal},
+    sns::{SnsOptions, SnsPublisher, topic_of_url},
 };
 use sluice_partitioner::Partitioner;
+
+use crate::query_cmd::{AthenaArgs, EngineKind};
 use sluice_query::{
     Engine, EngineConfig,
     api::QueryApi,
@@ -72,6 +75,12 @@ pub struct ServeArgs {
     /// Serve only the query API (no ingest, no write-ahead log): a query-only node.
     #[arg(long)]
     query_only: bool,
+    /// Where queries and exports of the API run: DataFusion over --lake, or Athena (AWS mode:
+    /// exports hand out presigned S3 URLs). Search and trace always use DataFusion over --lake.
+    #[arg(long, value_enum, default_value_t = EngineKind::Datafusion, env = "SLUICE_ENGINE")]
+    engine: EngineKind,
+    #[command(flatten)]
+    athena: AthenaArgs,
 }
 
 impl ServeArgs {
@@ -123,7 +132,7 @@ fn partitioner(registry: Registry, max_future: Option<chrono::Duration>) -> Part
 }
 
 /// The query API over the lake of `settings`.
-fn query_api(settings: &Settings, registry: Registry) -> Result<axum::Router> {
+async fn query_api(settings: &Settings, registry: Registry, athena: Option<&AthenaArgs>) -> Result<axum::Router> {
     if !settings.lake.starts_with("s3://") {
         fs::create_dir_all(settings.lake.strip_prefix("file://").unwrap_or(&settings.lake))
             .with_context(|| format!("cannot create the lake folder {}", settings.lake))?;
@@ -136,8 +145,9 @@ fn query_api(settings: &Settings, registry: Registry) -> Result<axum::Router> {
             timeout: settings.query_timeout,
             ..EngineConfig::default()
         },
-    )?;
-    let executions = Executions::new(
+    )
+    .await?;
+    let mut executions = Executions::new(
         engine,
         ExecConfig {
             dir: settings.results_dir.clone(),
@@ -146,12 +156,16 @@ fn query_api(settings: &Settings, registry: Registry) -> Result<axum::Router> {
             protect_formulas: true,
         },
     )?;
+    if let Some(a) = athena {
+        executions = executions.with_athena(a.engine().await);
+    }
     Ok(sluice_query::api::router(QueryApi { executions }))
 }
 
 /// `sluice serve --query-only`: the query API alone.
-async fn serve_query_only(settings: &Settings, registry: Registry) -> Result<()> {
-    let app = query_api(settings, registry)?
+async fn serve_query_only(settings: &Settings, registry: Registry, athena: Option<&AthenaArgs>) -> Result<()> {
+    let app = query_api(settings, registry, athena)
+        .await?
         .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .fallback(sluice_ingest::server::not_found);
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -166,13 +180,14 @@ async fn serve_query_only(settings: &Settings, registry: Registry) -> Result<()>
 pub fn serve(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> Result<ExitCode> {
     init_logs("info");
     let settings = args.partial(schemas)?.validate()?;
+    let athena = (args.engine == EngineKind::Athena).then_some(&args.athena);
     if args.query_only {
-        runtime()?.block_on(serve_query_only(&settings, registry))?;
+        runtime()?.block_on(serve_query_only(&settings, registry, athena))?;
         return Ok(ExitCode::SUCCESS);
     }
     let p = partitioner(registry.clone(), Some(settings.max_future));
     runtime()?.block_on(async {
-        let server = Server::start(&settings, p, Some(query_api(&settings, registry)?)).await?;
+        let server = Server::start(&settings, p, Some(query_api(&settings, registry, athena).await?)).await?;
         tracing::info!(
             listen = %server.addr,
             lake = %server.pipeline.lake().url(),
@@ -194,9 +209,14 @@ pub fn serve(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> R
 pub struct PublishArgs {
     /// NDJSON files to send, or `-` for standard input [default: -]
     files: Vec<PathBuf>,
-    /// Where to send: the URL of a `sluice serve`.
+    /// Where to send: the URL of a `sluice serve`, or `sns://TOPIC_ARN` for the SNS topic of an
+    /// AWS deployment (AWS settings from the environment: AWS_REGION, AWS_PROFILE, …).
     #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8400", value_name = "URL")]
     to: String,
+    /// With `sns://`: send records as they are, without checking them against the record
+    /// contract first (the transform Lambda still checks them).
+    #[arg(long)]
+    no_validate: bool,
     /// Records per request.
     #[arg(long, default_value_t = 1000)]
     batch_records: usize,
@@ -248,8 +268,14 @@ fn print_summary(s: &Summary) {
     }
 }
 
+/// Where `sluice publish` sends records.
+enum Producer {
+    Http(Publisher),
+    Sns(SnsPublisher),
+}
+
 /// Publishes one input and returns its summary.
-async fn publish_input(publisher: &Publisher, file: &PathBuf, quiet: bool) -> Result<Summary> {
+async fn publish_input(producer: &Producer, file: &PathBuf, quiet: bool) -> Result<Summary> {
     let (reader, len): (Box<dyn BufRead + Send>, Option<u64>) = if file.as_os_str() == "-" {
         (Box::new(BufReader::new(io::stdin())), None)
     } else {
@@ -258,41 +284,44 @@ async fn publish_input(publisher: &Publisher, file: &PathBuf, quiet: bool) -> Re
         (Box::new(BufReader::with_capacity(1 << 20, f)), len)
     };
     let pb = bar(len, quiet, &file.display().to_string());
-    let s = publisher
-        .publish(reader, |s| {
-            pb.set_position(s.bytes);
-            pb.set_message(format!("{} accepted, {} rejected", s.accepted, s.rejected_total()));
-        })
-        .await?;
+    let progress = |s: &Summary| {
+        pb.set_position(s.bytes);
+        pb.set_message(format!("{} accepted, {} rejected", s.accepted, s.rejected_total()));
+    };
+    let s = match producer {
+        Producer::Http(p) => p.publish(reader, progress).await?,
+        Producer::Sns(p) => p.publish(reader, progress).await?,
+    };
     pb.finish_and_clear();
     Ok(s)
 }
 
 /// `sluice publish`.
-pub fn publish(args: PublishArgs) -> Result<ExitCode> {
-    if !args.to.starts_with("http://") && !args.to.starts_with("https://") {
-        bail!("--to {:?} must be the http:// URL of a sluice server", args.to);
-    }
-    let publisher = Publisher::new(PublishOptions {
-        url: args.to.clone(),
-        batch_records: args.batch_records,
-        batch_bytes: args.batch_bytes,
-        gzip: args.gzip,
-        token: args.token.clone(),
-        ..PublishOptions::default()
-    })?;
+pub fn publish(args: PublishArgs, registry: Registry) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let producer = if let Some(topic) = topic_of_url(&args.to) {
+        let mut opts = SnsOptions::new(topic);
+        if !args.no_validate {
+            opts.contract = Some(Contract { registry, limits: Limits::default() });
+        }
+        Producer::Sns(rt.block_on(SnsPublisher::new(opts))?)
+    } else if args.to.starts_with("http://") || args.to.starts_with("https://") {
+        Producer::Http(Publisher::new(PublishOptions {
+            url: args.to.clone(),
+            batch_records: args.batch_records,
+            batch_bytes: args.batch_bytes,
+            gzip: args.gzip,
+            token: args.token.clone(),
+            ..PublishOptions::default()
+        })?)
+    } else {
+        bail!("--to {:?} must be the http:// URL of a sluice server or sns://TOPIC_ARN", args.to);
+    };
     let files = if args.files.is_empty() { vec![PathBuf::from("-")] } else { args.files.clone() };
-    let total = runtime()?.block_on(async {
+    let total = rt.block_on(async {
         let mut total = Summary::default();
         for f in &files {
-            let s = publish_input(&publisher, f, args.quiet).await?;
-            total.sent += s.sent;
-            total.accepted += s.accepted;
-            total.retries += s.retries;
-            for (k, v) in s.rejected {
-                *total.rejected.entry(k).or_default() += v;
-            }
-            total.examples.extend(s.examples);
+            total.merge(publish_input(&producer, f, args.quiet).await?);
         }
         Ok::<_, anyhow::Error>(total)
     })?;
@@ -320,10 +349,11 @@ pub struct ImportArgs {
 /// `sluice import`.
 pub fn import(args: ImportArgs, registry: Registry) -> Result<ExitCode> {
     init_logs("warn");
-    let lake = Lake::open(&args.lake)?;
+    let rt = runtime()?;
+    let lake = rt.block_on(Lake::open(&args.lake))?;
     let p = partitioner(registry, None);
     let mut rejected = 0;
-    runtime()?.block_on(async {
+    rt.block_on(async {
         for f in &args.files {
             let pb = bar(None, args.quiet, &f.display().to_string());
             pb.set_style(
@@ -375,14 +405,15 @@ pub struct ReplayArgs {
 /// `sluice replay`.
 pub fn replay(args: ReplayArgs, registry: Registry) -> Result<ExitCode> {
     init_logs("warn");
-    let lake = Lake::open(&args.lake)?;
+    let rt = runtime()?;
+    let lake = rt.block_on(Lake::open(&args.lake))?;
     let p = partitioner(registry, None);
     let pb = bar(None, false, "replaying");
     pb.set_style(
         ProgressStyle::with_template("{spinner} replaying errors/: {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let report = runtime()?.block_on(replay_lake(&lake, &p, args.memory_budget << 20, |r| {
+    let report = rt.block_on(replay_lake(&lake, &p, args.memory_budget << 20, |r| {
         pb.set_message(format!("{} files, {} records, {} delivered", r.files, r.records, r.delivered))
     }))?;
     pb.finish_and_clear();
@@ -451,7 +482,7 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
     let p = partitioner(registry.clone(), None);
     runtime()?.block_on(async {
         println!("sluice demo — the embedded pipeline on this machine\n");
-        let server = Server::start(&settings, p, Some(query_api(&settings, registry.clone())?)).await?;
+        let server = Server::start(&settings, p, Some(query_api(&settings, registry.clone(), None).await?)).await?;
         let url = format!("http://{}", server.addr);
         println!("1. serving the ingest API at {url} (write-ahead log in {})", settings.wal_dir.display());
 
@@ -508,7 +539,7 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
             "   errors/processing-failed: {} rejected records in {} files (replay them with `sluice replay --lake {lake}`)",
             stats.error_records, stats.error_files
         );
-        let engine = Engine::open(&lake, registry, EngineConfig::default())?;
+        let engine = Engine::open(&lake, registry, EngineConfig::default()).await?;
         println!("\nExample queries (sluice query --lake {lake} -c '…'):");
         for (title, sql) in DEMO_QUERIES {
             println!("\n-- {title}\n{sql};");

@@ -11,8 +11,13 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use datafusion::arrow::{record_batch::RecordBatch, util::pretty::pretty_format_batches};
+use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
-use sluice_query::{Engine, EngineConfig, format::CsvWriter};
+use sluice_query::{
+    Engine, EngineConfig,
+    athena::{Athena, AthenaConfig},
+    format::CsvWriter,
+};
 use sluice_schemas::Registry;
 
 /// Output formats.
@@ -57,6 +62,83 @@ pub struct QueryArgs {
     /// Print nothing but results.
     #[arg(short, long)]
     quiet: bool,
+    /// Where the SQL runs: DataFusion here over --lake, or Athena (AWS mode) over the Glue table.
+    #[arg(long, value_enum, default_value_t = EngineKind::Datafusion, env = "SLUICE_ENGINE")]
+    engine: EngineKind,
+    #[command(flatten)]
+    athena: AthenaArgs,
+}
+
+/// The engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// DataFusion in this process, over the lake at --lake.
+    Datafusion,
+    /// Athena, over the Glue table of an AWS deployment.
+    Athena,
+}
+
+/// Flags of the Athena engine.
+#[derive(Debug, Clone, Args)]
+pub struct AthenaArgs {
+    /// Athena workgroup (the stack's `athena_workgroup` output).
+    #[arg(long, env = "SLUICE_ATHENA_WORKGROUP", default_value = "sluice", value_name = "W")]
+    pub workgroup: String,
+    /// Glue database holding `logs` (the stack's `glue_database` output).
+    #[arg(long, env = "SLUICE_ATHENA_DATABASE", default_value = "sluice", value_name = "D")]
+    pub database: String,
+    /// Result location (s3://bucket/prefix/) for workgroups that do not enforce their own.
+    #[arg(long, env = "SLUICE_ATHENA_OUTPUT", value_name = "S3_URL")]
+    pub output_location: Option<String>,
+}
+
+impl AthenaArgs {
+    /// The engine these flags describe.
+    pub async fn engine(&self) -> Athena {
+        Athena::new(AthenaConfig {
+            workgroup: self.workgroup.clone(),
+            database: self.database.clone(),
+            output_location: self.output_location.clone(),
+            ..AthenaConfig::default()
+        })
+        .await
+    }
+}
+
+/// An engine `sluice query` runs statements on.
+enum QueryEngine {
+    DataFusion(Box<Engine>),
+    Athena(Athena),
+}
+
+impl QueryEngine {
+    async fn execute(&self, sql: &str, quiet: bool) -> Result<SendableRecordBatchStream> {
+        match self {
+            Self::DataFusion(e) => Ok(e.execute(sql).await?),
+            Self::Athena(a) => {
+                let id = a.start(sql).await?;
+                if !quiet {
+                    eprintln!("Athena query {id} in workgroup {}", a.config().workgroup);
+                }
+                let waited = tokio::select! {
+                    r = a.wait(&id, |_| {}) => r,
+                    _ = tokio::signal::ctrl_c() => {
+                        a.stop(&id).await?;
+                        anyhow::bail!("cancelled: Athena query {id} stopped");
+                    }
+                };
+                let finished = waited?;
+                if !quiet {
+                    eprintln!(
+                        "Athena scanned {}; results in {}",
+                        indicatif::HumanBytes(finished.bytes_scanned),
+                        finished.output_location
+                    );
+                }
+                Ok(a.result_batches(&finished).await?)
+            }
+        }
+    }
 }
 
 /// Splits SQL text into statements at `;` outside quotes and comments.
@@ -102,9 +184,9 @@ pub fn split_statements(text: &str) -> Vec<String> {
     out
 }
 
-async fn run_one(engine: &Engine, sql: &str, args: &QueryArgs, out: &mut dyn Write) -> Result<()> {
+async fn run_one(engine: &QueryEngine, sql: &str, args: &QueryArgs, out: &mut dyn Write) -> Result<()> {
     let started = Instant::now();
-    let mut stream = engine.execute(sql).await?;
+    let mut stream = engine.execute(sql, args.quiet).await?;
     let mut rows = 0u64;
     match args.format {
         Format::Table => {
@@ -193,9 +275,14 @@ async fn run_one(engine: &Engine, sql: &str, args: &QueryArgs, out: &mut dyn Wri
 /// `sluice query`.
 pub fn query(args: QueryArgs, registry: Registry) -> Result<ExitCode> {
     let config = EngineConfig { memory_limit: args.memory_limit << 20, ..EngineConfig::default() };
-    let engine = Engine::open(&args.lake, registry, config)
-        .with_context(|| format!("cannot open the lake {:?}; give it with --lake", args.lake))?;
     let rt = crate::ingest_cmds::runtime()?;
+    let engine = match args.engine {
+        EngineKind::Datafusion => QueryEngine::DataFusion(Box::new(
+            rt.block_on(Engine::open(&args.lake, registry, config))
+                .with_context(|| format!("cannot open the lake {:?}; give it with --lake", args.lake))?,
+        )),
+        EngineKind::Athena => QueryEngine::Athena(rt.block_on(args.athena.engine())),
+    };
     let mut statements = Vec::new();
     for c in &args.command {
         statements.extend(split_statements(c));
@@ -214,10 +301,16 @@ pub fn query(args: QueryArgs, registry: Registry) -> Result<ExitCode> {
     // Interactive: statements end with `;`; `\q` or end of input leaves.
     let interactive = io::stdin().is_terminal();
     if interactive {
-        eprintln!(
-            "sluice query over {} — tables: logs, logs_<type>, events. End statements with ';', \\q to quit.",
-            args.lake
-        );
+        match args.engine {
+            EngineKind::Datafusion => eprintln!(
+                "sluice query over {} — tables: logs, logs_<type>, events. End statements with ';', \\q to quit.",
+                args.lake
+            ),
+            EngineKind::Athena => eprintln!(
+                "sluice query on Athena (workgroup {}, database {}) — table: logs. End statements with ';', \\q to quit.",
+                args.athena.workgroup, args.athena.database
+            ),
+        }
     }
     let mut buf = String::new();
     let mut failed = false;

@@ -78,6 +78,19 @@ impl Summary {
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
+
+    /// Adds the counts of `other` (examples up to 20 in all).
+    pub fn merge(&mut self, other: Summary) {
+        self.sent += other.sent;
+        self.accepted += other.accepted;
+        self.retries += other.retries;
+        self.bytes += other.bytes;
+        for (k, v) in other.rejected {
+            *self.rejected.entry(k).or_default() += v;
+        }
+        let room = 20usize.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,10 +107,10 @@ struct AnswerError {
 }
 
 /// A batch read from the input: NDJSON body and the line number of each record.
-struct Batch {
-    body: Vec<u8>,
-    lines: Vec<u64>,
-    bytes_read: u64,
+pub(crate) struct Batch {
+    pub(crate) body: Vec<u8>,
+    pub(crate) lines: Vec<u64>,
+    pub(crate) bytes_read: u64,
 }
 
 /// Posts NDJSON to a sluice server.
@@ -209,7 +222,7 @@ impl Publisher {
     }
 }
 
-fn read_batches(
+pub(crate) fn read_batches(
     mut input: impl BufRead,
     max_records: usize,
     max_bytes: usize,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, local::LocalFileSystem, path::Path};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, local::LocalFileSystem, path::Path};
 use sluice_schemas::Partition;
 
 use crate::error::{Error, Result};
@@ -23,22 +23,12 @@ impl Lake {
     /// Opens the lake at `url`: a plain path or `file://…` (created if missing), or `s3://bucket/prefix`
     /// with region, credentials and endpoint from the standard AWS settings (`AWS_REGION`,
     /// `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …).
-    pub fn open(url: &str) -> Result<Self> {
+    pub async fn open(url: &str) -> Result<Self> {
         let bad = |reason: String| Error::LakeUrl { url: url.to_owned(), reason };
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("no bucket name; use s3://bucket/prefix".into()));
-            }
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL")) {
-                b = b.with_endpoint(&endpoint).with_allow_http(endpoint.starts_with("http://"));
-                if std::env::var_os("AWS_S3_FORCE_PATH_STYLE").is_none_or(|v| v != "false") {
-                    b = b.with_virtual_hosted_style_request(false);
-                }
-            }
-            let store = b.build().map_err(|e| bad(e.to_string()))?;
-            let prefix = Path::parse(prefix.trim_matches('/')).map_err(|e| bad(e.to_string()))?;
+        if let Some(location) = sluice_aws::S3Location::parse(url) {
+            let location = location.map_err(bad)?;
+            let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
+            let prefix = Path::parse(&location.prefix).map_err(|e| bad(e.to_string()))?;
             return Ok(Self { store: Arc::new(store), prefix, url: url.to_owned(), local_root: None });
         }
         if url.contains("://") && !url.starts_with("file://") {

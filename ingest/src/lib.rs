@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod replay;
 pub mod serve;
 pub mod server;
+pub mod sns;
 pub mod stream;
 pub mod wal;

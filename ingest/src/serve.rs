@@ -34,7 +34,7 @@ impl Server {
     /// Opens the lake and the log, re-delivers what the log holds, and starts listening.
     /// `extra` routes (the query API) are served beside the ingest API.
     pub async fn start(settings: &Settings, partitioner: Partitioner, extra: Option<axum::Router>) -> Result<Self> {
-        let lake = Lake::open(&settings.lake)?;
+        let lake = Lake::open(&settings.lake).await?;
         let config = StreamConfig {
             hints: settings.hints,
             wal: WalConfig {

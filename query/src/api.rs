@@ -317,7 +317,10 @@ struct Notify {
 fn export_json(s: &Status) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or_default();
     if s.state == ExecState::Succeeded {
-        v["download_url"] = json!(format!("/v1/exports/{}/download", s.id));
+        v["download_url"] = match &s.presigned_url {
+            Some(url) => json!(url),
+            None => json!(format!("/v1/exports/{}/download", s.id)),
+        };
     }
     v
 }
@@ -399,6 +402,9 @@ async fn export_download(State(api): State<Arc<QueryApi>>, Path(id): Path<String
         api.executions.status(&id, owner()).filter(|s| s.output == Output::Csv).ok_or_else(|| not_found("export"))?;
     if s.state != ExecState::Succeeded {
         return Err(ApiError(StatusCode::CONFLICT, "not_ready", format!("the export is {:?}", s.state)));
+    }
+    if let Some(url) = &s.presigned_url {
+        return Ok(axum::response::Redirect::temporary(url).into_response());
     }
     let path = api.executions.result_path(&id, owner()).ok_or_else(|| not_found("export"))?;
     let file = tokio::fs::File::open(&path).await.map_err(|_| not_found("export"))?;

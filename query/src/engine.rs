@@ -70,16 +70,11 @@ pub struct Engine {
 
 /// Opens an object store for a lake URL (a folder, `file://…`, or `s3://bucket/prefix`) and
 /// returns it with the normalized URL of the lake root.
-pub fn open_store(lake: &str) -> Result<(Arc<dyn ObjectStore>, Url)> {
+pub async fn open_store(lake: &str) -> Result<(Arc<dyn ObjectStore>, Url)> {
     let bad = |reason: String| Error::Lake { url: lake.to_owned(), reason };
-    if let Some(rest) = lake.strip_prefix("s3://") {
-        let bucket = rest.split('/').next().unwrap_or_default();
-        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL")) {
-            b = b.with_endpoint(&endpoint).with_allow_http(endpoint.starts_with("http://"));
-            b = b.with_virtual_hosted_style_request(false);
-        }
-        let store = b.build().map_err(|e| bad(e.to_string()))?;
+    if let Some(location) = sluice_aws::S3Location::parse(lake) {
+        let location = location.map_err(bad)?;
+        let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
         let url = Url::parse(&format!("{}/", lake.trim_end_matches('/'))).map_err(|e| bad(e.to_string()))?;
         return Ok((Arc::new(store), url));
     }
@@ -183,8 +178,8 @@ fn check_complexity(sql: &str) -> Result<()> {
 
 impl Engine {
     /// An engine over the lake at `lake` (see [`open_store`]).
-    pub fn open(lake: &str, registry: Registry, config: EngineConfig) -> Result<Self> {
-        let (store, url) = open_store(lake)?;
+    pub async fn open(lake: &str, registry: Registry, config: EngineConfig) -> Result<Self> {
+        let (store, url) = open_store(lake).await?;
         Self::with_store(store, url, registry, config)
     }
 

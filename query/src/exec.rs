@@ -14,6 +14,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use datafusion::{
+    arrow::record_batch::RecordBatch,
     datasource::{physical_plan::FileScanConfig, source::DataSourceExec},
     execution::TaskContext,
     physical_plan::{ExecutionPlan, execute_stream},
@@ -23,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::{
+    athena::Athena,
     engine::Engine,
     error::{Error, Result},
     format::{CsvWriter, batch_objects},
@@ -91,6 +93,12 @@ pub struct Status {
     /// When the result file is deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// AWS mode: the Athena query execution id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub athena_query_id: Option<String>,
+    /// AWS mode: a presigned URL of the CSV in S3 (the export's download link).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presigned_url: Option<String>,
     /// Whose it is (an opaque owner key; never serialized).
     #[serde(skip)]
     pub owner: String,
@@ -142,6 +150,7 @@ pub struct ExecConfig {
 #[derive(Clone)]
 pub struct Executions {
     engine: Engine,
+    athena: Option<Athena>,
     config: ExecConfig,
     map: Arc<Mutex<HashMap<String, Arc<Entry>>>>,
 }
@@ -184,7 +193,7 @@ impl Executions {
     /// Executions over `engine`, with result files in `config.dir`.
     pub fn new(engine: Engine, config: ExecConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.dir).map_err(|e| Error::Engine(format!("{}: {e}", config.dir.display())))?;
-        let me = Self { engine, config, map: Arc::default() };
+        let me = Self { engine, athena: None, config, map: Arc::default() };
         let janitor = me.clone();
         tokio::spawn(async move {
             loop {
@@ -193,6 +202,13 @@ impl Executions {
             }
         });
         Ok(me)
+    }
+
+    /// Runs queries and exports on Athena instead of the DataFusion engine (AWS mode); search
+    /// and trace stay on the engine.
+    pub fn with_athena(mut self, athena: Athena) -> Self {
+        self.athena = Some(athena);
+        self
     }
 
     /// The engine.
@@ -229,7 +245,13 @@ impl Executions {
         protect_formulas: Option<bool>,
         on_done: Option<Box<dyn FnOnce(Status) + Send>>,
     ) -> Result<Status> {
-        let (plan, task) = self.engine.plan(sql).await?;
+        let work = match &self.athena {
+            Some(athena) => Work::Athena(athena.clone(), athena.start(sql).await?),
+            None => {
+                let (plan, task) = self.engine.plan(sql).await?;
+                Work::Plan(plan, task)
+            }
+        };
         let id = new_id();
         let ext = if output == Output::Csv { "csv" } else { "ndjson" };
         let path = self.config.dir.join(format!("{id}.{ext}"));
@@ -246,6 +268,11 @@ impl Executions {
             columns: Vec::new(),
             error: None,
             expires_at: None,
+            athena_query_id: match &work {
+                Work::Athena(_, q) => Some(q.clone()),
+                Work::Plan(..) => None,
+            },
+            presigned_url: None,
             owner: owner.to_owned(),
         };
         let (tx, _) = watch::channel(status.clone());
@@ -256,14 +283,18 @@ impl Executions {
         config.protect_formulas = protect_formulas.unwrap_or(config.protect_formulas);
         let e2 = Arc::clone(&entry);
         let handle = tokio::spawn(async move {
-            let result = tokio::time::timeout(timeout, run(plan, task, output, &path, &config, &e2))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Limit(format!(
-                        "the query took longer than {} s; narrow it by partition or time",
-                        timeout.as_secs()
-                    )))
-                });
+            let job = async {
+                match work {
+                    Work::Plan(plan, task) => run(plan, task, output, &path, &config, &e2).await,
+                    Work::Athena(athena, query) => run_athena(&athena, &query, output, &path, &config, &e2).await,
+                }
+            };
+            let result = tokio::time::timeout(timeout, job).await.unwrap_or_else(|_| {
+                Err(Error::Limit(format!(
+                    "the query took longer than {} s; narrow it by partition or time",
+                    timeout.as_secs()
+                )))
+            });
             let ttl = chrono::Duration::from_std(config.ttl).unwrap_or(chrono::Duration::hours(24));
             e2.status.send_modify(|s| {
                 s.elapsed_ms = e2.started.elapsed().as_millis() as u64;
@@ -397,20 +428,9 @@ async fn run(
             bytes = w.bytes;
         }
         if let Some(w) = json.as_mut() {
-            for v in batch_objects(&batch) {
-                let mut line = serde_json::to_vec(&v).map_err(|e| Error::Engine(e.to_string()))?;
-                line.push(b'\n');
-                bytes += line.len() as u64;
-                w.write_all(&line).map_err(|e| Error::Engine(e.to_string()))?;
-                rows += 1;
-            }
+            write_json_rows(w, &batch, &mut rows, &mut bytes)?;
         }
-        if bytes > config.max_result_bytes {
-            return Err(Error::Limit(format!(
-                "the result is over {} bytes; aggregate, filter or add a LIMIT",
-                config.max_result_bytes
-            )));
-        }
+        check_result_size(bytes, config)?;
         report(entry, &plan, rows, bytes, |scanned| {
             // Parquet bytes read of all the bytes the scan may read: an estimate that stays
             // below 1 until the end (projection and pruning read less than everything).
@@ -430,6 +450,102 @@ async fn run(
         w.flush().map_err(|e| Error::Engine(e.to_string()))?;
     }
     report(entry, &plan, rows, bytes, |_| 1.0);
+    Ok(())
+}
+
+/// Appends a batch to a result file as one JSON object a line.
+fn write_json_rows(w: &mut impl Write, batch: &RecordBatch, rows: &mut u64, bytes: &mut u64) -> Result<()> {
+    for v in batch_objects(batch) {
+        let mut line = serde_json::to_vec(&v).map_err(|e| Error::Engine(e.to_string()))?;
+        line.push(b'\n');
+        *bytes += line.len() as u64;
+        w.write_all(&line).map_err(|e| Error::Engine(e.to_string()))?;
+        *rows += 1;
+    }
+    Ok(())
+}
+
+fn check_result_size(bytes: u64, config: &ExecConfig) -> Result<()> {
+    if bytes > config.max_result_bytes {
+        return Err(Error::Limit(format!(
+            "the result is over {} bytes; aggregate, filter or add a LIMIT",
+            config.max_result_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// What an execution runs.
+enum Work {
+    Plan(Arc<dyn ExecutionPlan>, Arc<TaskContext>),
+    Athena(Athena, String),
+}
+
+/// Waits for an Athena query. Rows are read from its result CSV into the result file; a CSV
+/// export hands out a presigned URL: of Athena's own file when formula protection is off,
+/// otherwise of a protected copy the server writes to `exports/` beside Athena's results.
+async fn run_athena(
+    athena: &Athena,
+    query: &str,
+    output: Output,
+    path: &Path,
+    config: &ExecConfig,
+    entry: &Entry,
+) -> Result<()> {
+    let _stop = athena.stop_on_drop(query);
+    let finished = athena
+        .wait(query, |scanned| {
+            entry.status.send_modify(|s| s.bytes_scanned = scanned);
+        })
+        .await?;
+    entry.status.send_modify(|s| {
+        s.columns = finished.columns.iter().map(|(n, t)| ColumnInfo { name: n.clone(), ty: t.clone() }).collect();
+        s.bytes_scanned = finished.bytes_scanned;
+    });
+    let expires_in = config.ttl;
+    if output == Output::Csv && !config.protect_formulas {
+        let url = athena.presigned_url(&finished, expires_in).await?;
+        entry.status.send_modify(|s| {
+            s.presigned_url = Some(url);
+            s.progress = 1.0;
+        });
+        return Ok(());
+    }
+    let mut stream = athena.result_batches(&finished).await?;
+    let file = std::fs::File::create(path).map_err(|e| Error::Engine(format!("{}: {e}", path.display())))?;
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    if output == Output::Csv {
+        let mut w = CsvWriter::csv(BufWriter::new(file), true);
+        while let Some(batch) = stream.next().await {
+            w.write(&batch?).map_err(|e| Error::Engine(e.to_string()))?;
+            (rows, bytes) = (w.rows, w.bytes);
+            entry.status.send_modify(|s| (s.rows, s.bytes) = (rows, bytes));
+        }
+        if w.rows == 0 {
+            w.write_header(finished.columns.iter().map(|(n, _)| n.as_str()))
+                .map_err(|e| Error::Engine(e.to_string()))?;
+        }
+        w.finish().map_err(|e| Error::Engine(e.to_string()))?;
+        let url = athena.upload_export(&finished, path, expires_in).await?;
+        std::fs::remove_file(path).ok();
+        entry.status.send_modify(|s| {
+            s.presigned_url = Some(url);
+            s.bytes = bytes;
+            s.progress = 1.0;
+        });
+        return Ok(());
+    }
+    let mut w = BufWriter::new(file);
+    while let Some(batch) = stream.next().await {
+        write_json_rows(&mut w, &batch?, &mut rows, &mut bytes)?;
+        check_result_size(bytes, config)?;
+        entry.status.send_modify(|s| (s.rows, s.bytes) = (rows, bytes));
+    }
+    w.flush().map_err(|e| Error::Engine(e.to_string()))?;
+    entry.status.send_modify(|s| {
+        (s.rows, s.bytes) = (rows, bytes);
+        s.progress = 1.0;
+    });
     Ok(())
 }
 

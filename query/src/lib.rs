@@ -7,8 +7,11 @@
 //!                                                      └─► Engine::execute (guards, memory limit, timeout)
 //!                                                             └─► CSV / TSV / JSON / NDJSON / table
 //! ```
+//!
+//! In AWS mode the same SQL runs on Athena ([`athena::Athena`]) over the Glue table.
 
 pub mod api;
+pub mod athena;
 pub mod catalog;
 pub mod engine;
 pub mod error;

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `sluice` binary as a user runs it.
 
+mod aws;
 mod cli;
 mod pipeline;
 mod query;
 mod support;
+mod terraform;

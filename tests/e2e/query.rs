@@ -3,17 +3,16 @@
 //! `sluice export`.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
+    io::Write,
     path::{Path, PathBuf},
     process::Command,
-    sync::{OnceLock, mpsc},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
 
-use crate::support::{Response, Serve, duckdb_python, flush, http, post_ndjson, root, sluice_bin};
+use crate::support::{Response, Serve, duckdb_python, flush, http, http_sink, post_ndjson, root, sluice_bin};
 
 /// A lake holding the committed sample (3,000 records), made once with `sluice import`.
 fn sample_lake() -> &'static Path {
@@ -251,32 +250,6 @@ fn trace_returns_a_transaction_across_log_types_in_time_order() {
 }
 
 /// A one-shot HTTP receiver of a webhook: the body of the first POST.
-fn webhook() -> (String, mpsc::Receiver<Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let (s, _) = listener.accept().expect("accept");
-        let mut r = BufReader::new(s);
-        let mut len = 0;
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).expect("read");
-            if line.trim().is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().expect("length");
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body).expect("body");
-        r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").ok();
-        tx.send(serde_json::from_slice(&body).expect("webhook JSON")).ok();
-    });
-    (url, rx)
-}
-
 /// Parses CSV (RFC 4180) into records of fields.
 fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
@@ -321,7 +294,7 @@ fn export_csv_matches_the_query_and_arrives_by_events_and_webhook() {
     let addr = &serve.addr;
     let sql = "SELECT record_id, time, organization, logtype, description, success, status_code, events, attributes \
                FROM logs ORDER BY record_id";
-    let (hook, hook_rx) = webhook();
+    let (hook, hook_rx) = http_sink();
     let r = post_json(addr, "/v1/exports", &json!({"sql": sql, "notify": {"webhook_url": hook}}));
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_str().expect("id").to_owned();

@@ -33,9 +33,15 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(lake: &Path, extra: &[&str]) -> Self {
+        Self::start_with(lake.to_str().expect("utf8"), extra, &[])
+    }
+
+    /// A server over the lake at `url` (a path or `s3://…`), with extra environment variables.
+    pub fn start_with(lake: &str, extra: &[&str], env: &[(String, String)]) -> Self {
         let mut child = Command::new(sluice_bin())
-            .args(["serve", "--lake", lake.to_str().expect("utf8"), "--listen", "127.0.0.1:0"])
+            .args(["serve", "--lake", lake, "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("SLUICE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,6 +92,37 @@ impl Drop for Serve {
         self.child.kill().ok();
         self.child.wait().ok();
     }
+}
+
+/// An HTTP endpoint on loopback that answers 200 to every POST and passes on each JSON body
+/// (webhooks, SNS HTTP subscriptions).
+pub fn http_sink() -> (String, mpsc::Receiver<Value>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            let mut r = BufReader::new(s);
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().expect("length");
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).expect("body");
+            r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").ok();
+            if tx.send(serde_json::from_slice(&body).expect("a JSON body")).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
 }
 
 /// An HTTP response.

@@ -71,6 +71,7 @@ pub async fn csv_of(engine: &Engine, sql: &str) -> String {
 #[tokio::test]
 async fn golden_results() {
     let engine = Engine::open(sample_lake().to_str().expect("utf8"), Registry::builtin(), EngineConfig::default())
+        .await
         .expect("engine");
     let bless = std::env::var_os("SLUICE_BLESS").is_some();
     std::fs::create_dir_all(golden_dir()).expect("mkdir");
@@ -90,6 +91,7 @@ async fn golden_results() {
 #[tokio::test]
 async fn tables_and_columns() {
     let engine = Engine::open(sample_lake().to_str().expect("utf8"), Registry::builtin(), EngineConfig::default())
+        .await
         .expect("engine");
     let tables =
         csv_of(&engine, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'lake' ORDER BY 1")

@@ -5,8 +5,8 @@ use sluice_schemas::Registry;
 
 use crate::sample_lake;
 
-fn engine(config: EngineConfig) -> Engine {
-    Engine::open(sample_lake().to_str().expect("utf8"), Registry::builtin(), config).expect("engine")
+async fn engine(config: EngineConfig) -> Engine {
+    Engine::open(sample_lake().to_str().expect("utf8"), Registry::builtin(), config).await.expect("engine")
 }
 
 async fn err(engine: &Engine, sql: &str) -> Error {
@@ -18,7 +18,7 @@ async fn err(engine: &Engine, sql: &str) -> Error {
 
 #[tokio::test]
 async fn only_queries_are_allowed() {
-    let e = engine(EngineConfig::default());
+    let e = engine(EngineConfig::default()).await;
     for sql in [
         "CREATE TABLE t AS SELECT 1",
         "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'",
@@ -45,7 +45,7 @@ async fn only_queries_are_allowed() {
 
 #[tokio::test]
 async fn bad_sql_is_a_user_error_with_the_engines_message() {
-    let e = engine(EngineConfig::default());
+    let e = engine(EngineConfig::default()).await;
     let error = err(&e, "SELEC 1").await;
     assert!(matches!(&error, Error::Sql(m) if m.contains("SELEC")), "{error:?}");
     let error = err(&e, "SELECT nope FROM logs").await;
@@ -56,23 +56,23 @@ async fn bad_sql_is_a_user_error_with_the_engines_message() {
 
 #[tokio::test]
 async fn limits_on_size_memory_and_time() {
-    let e = engine(EngineConfig { max_sql_bytes: 100, ..EngineConfig::default() });
+    let e = engine(EngineConfig { max_sql_bytes: 100, ..EngineConfig::default() }).await;
     let error = err(&e, &format!("SELECT 1 {}", " ".repeat(200))).await;
     assert!(matches!(&error, Error::Rejected(m) if m.contains("limit")), "{error:?}");
     // A tiny memory limit: a clean error, not a crash.
-    let e = engine(EngineConfig { memory_limit: 64 * 1024, ..EngineConfig::default() });
+    let e = engine(EngineConfig { memory_limit: 64 * 1024, ..EngineConfig::default() }).await;
     let error =
         err(&e, "SELECT a.record_id, b.record_id FROM logs a JOIN logs b ON a.server = b.server ORDER BY 1, 2").await;
     assert!(matches!(error, Error::Limit(_)), "{error:?}");
     // A timeout.
-    let e = engine(EngineConfig { timeout: std::time::Duration::from_millis(1), ..EngineConfig::default() });
+    let e = engine(EngineConfig { timeout: std::time::Duration::from_millis(1), ..EngineConfig::default() }).await;
     let error = err(&e, "SELECT count(*) FROM logs a, logs b").await;
     assert!(matches!(error, Error::Limit(_)), "{error:?}");
 }
 
 #[tokio::test]
 async fn pathological_sql_is_an_error_not_a_crash() {
-    let e = engine(EngineConfig { max_sql_bytes: 1 << 20, ..EngineConfig::default() });
+    let e = engine(EngineConfig { max_sql_bytes: 1 << 20, ..EngineConfig::default() }).await;
     let long_expr = format!("SELECT {} FROM logs", (0..5000).map(|i| i.to_string()).collect::<Vec<_>>().join(" + "));
     let error = err(&e, &long_expr).await;
     assert!(matches!(&error, Error::Rejected(m) if m.contains("operators")), "{error:?}");
@@ -86,7 +86,7 @@ async fn pathological_sql_is_an_error_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_just_under_the_limits_runs() {
-    let e = engine(EngineConfig { max_sql_bytes: 1 << 20, ..EngineConfig::default() });
+    let e = engine(EngineConfig { max_sql_bytes: 1 << 20, ..EngineConfig::default() }).await;
     // A long chain over a column is evaluated per row, not folded away at planning.
     let chain = format!("SELECT count(*) FROM logs WHERE {}", vec!["length(server) > 0"; 330].join(" AND "));
     let batches = e.query(&chain, None).await.expect("a long chain of conditions");

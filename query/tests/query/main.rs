@@ -25,7 +25,7 @@ pub fn sample_lake() -> PathBuf {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async {
-                let lake = Lake::open(target.to_str().expect("utf8")).expect("lake");
+                let lake = Lake::open(target.to_str().expect("utf8")).await.expect("lake");
                 let records = sample_data().join("records.ndjson");
                 sluice_ingest::import::import_file(&lake, &Partitioner::default(), &records, 64 << 20, |_| {})
                     .await

@@ -421,7 +421,7 @@ mod tests {
         let batch = rx.blocking_recv().expect("batch").expect("ok");
         assert_eq!(batch.num_rows(), 2);
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&[batch]).expect("format").to_string();
-        assert!(text.contains("| web        | 12 | true  |"), "{text}");
-        assert!(text.contains("| a \"b\", c   |    | false |"), "{text}");
+        assert!(text.contains("| web      | 12 | true  |"), "{text}");
+        assert!(text.contains("| a \"b\", c |    | false |"), "{text}");
     }
 }

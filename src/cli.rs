@@ -28,7 +28,7 @@ enum Command {
     /// Tour the embedded pipeline: serve, generate and publish sample data, show the lake.
     Demo(crate::ingest_cmds::DemoArgs),
     /// Run the embedded pipeline: ingest API, write-ahead log, partitioned Parquet lake.
-    Serve(crate::ingest_cmds::ServeArgs),
+    Serve(Box<crate::ingest_cmds::ServeArgs>),
     /// Send NDJSON records to a running `sluice serve`.
     Publish(crate::ingest_cmds::PublishArgs),
     /// Backfill NDJSON or CSV files straight into the lake (no server needed).
@@ -39,6 +39,8 @@ enum Command {
     Query(crate::query_cmd::QueryArgs),
     /// Export a query or a search as CSV, here or through a server's export API.
     Export(crate::export_cmd::ExportArgs),
+    /// Mint a bearer token for `sluice serve` with its HS256 secret (SLUICE_JWT_SECRET).
+    Token(crate::token_cmd::TokenArgs),
     /// Print the lake schema: Arrow, Glue columns or a JSON Schema for producers.
     Schema {
         /// Which rendering.
@@ -126,12 +128,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     let registry = registry(cli.schemas.as_ref())?;
     match cli.command {
         Command::Demo(a) => return crate::ingest_cmds::demo(a, registry),
-        Command::Serve(a) => return crate::ingest_cmds::serve(a, registry, cli.schemas),
+        Command::Serve(a) => return crate::ingest_cmds::serve(*a, registry, cli.schemas),
         Command::Publish(a) => return crate::ingest_cmds::publish(a, registry),
         Command::Import(a) => return crate::ingest_cmds::import(a, registry),
         Command::Replay(a) => return crate::ingest_cmds::replay(a, registry),
         Command::Query(a) => return crate::query_cmd::query(a, registry),
         Command::Export(a) => return crate::export_cmd::export(a, registry),
+        Command::Token(a) => return crate::token_cmd::run(a),
         Command::Schema { format, logtype, glue_format } => {
             if glue_format != GlueFormat::Json && !matches!(format, SchemaFormat::Glue) {
                 bail!("--format applies to `sluice schema glue` only");

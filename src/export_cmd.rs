@@ -49,6 +49,9 @@ pub struct ExportArgs {
     /// Run the export on this server's export API instead of in this process.
     #[arg(long, env = "SLUICE_SERVER", value_name = "URL")]
     server: Option<String>,
+    /// Bearer token for --server (a token with exports:write).
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Lake URL (when not using --server).
     #[arg(long, env = "SLUICE_LAKE", default_value = sluice_ingest::config::DEFAULT_LAKE, value_name = "URL")]
     lake: String,
@@ -215,6 +218,11 @@ async fn remote(
 ) -> Result<(u64, u64)> {
     let base = server.trim_end_matches('/');
     let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+    // The token goes to the server only, never to a presigned S3 URL (S3 refuses two kinds of auth).
+    let authed = |r: reqwest::RequestBuilder| match &args.token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
     let mut body = json!({"protect_formulas": !args.no_formula_protection});
     match (sql, search) {
         (Some(sql), _) => body["sql"] = json!(sql),
@@ -230,8 +238,7 @@ async fn remote(
         }
         (None, None) => unreachable!("checked by export"),
     }
-    let r = client
-        .post(format!("{base}/v1/exports"))
+    let r = authed(client.post(format!("{base}/v1/exports")))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
@@ -239,7 +246,7 @@ async fn remote(
         .with_context(|| format!("cannot reach {base}; is `sluice serve` running there?"))?;
     let started = api_json(r).await?;
     let id = started["id"].as_str().context("the server did not return an export id")?.to_owned();
-    let status = follow(&client, base, &id, bar).await?;
+    let status = follow(&client, base, &id, args.token.as_deref(), bar).await?;
     if status["state"] != "SUCCEEDED" {
         let e = &status["error"];
         bail!(
@@ -250,8 +257,11 @@ async fn remote(
         );
     }
     let url = status["download_url"].as_str().context("the finished export has no download_url")?;
-    let url = if url.starts_with("http") { url.to_owned() } else { format!("{base}{url}") };
-    let mut r = client.get(&url).send().await?;
+    let mut r = if url.starts_with("http") {
+        client.get(url).send().await?
+    } else {
+        authed(client.get(format!("{base}{url}"))).send().await?
+    };
     if !r.status().is_success() {
         api_json(r).await?;
         bail!("the download failed");
@@ -276,8 +286,18 @@ async fn remote(
 
 /// Follows the export's server-sent events until the `complete` event, showing progress; returns
 /// the final status.
-async fn follow(client: &reqwest::Client, base: &str, id: &str, bar: &ProgressBar) -> Result<Value> {
-    let mut r = client.get(format!("{base}/v1/exports/{id}/events")).send().await?;
+async fn follow(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    token: Option<&str>,
+    bar: &ProgressBar,
+) -> Result<Value> {
+    let get = |url: String| match token {
+        Some(t) => client.get(url).bearer_auth(t),
+        None => client.get(url),
+    };
+    let mut r = get(format!("{base}/v1/exports/{id}/events")).send().await?;
     if !r.status().is_success() {
         return api_json(r).await;
     }
@@ -305,7 +325,7 @@ async fn follow(client: &reqwest::Client, base: &str, id: &str, bar: &ProgressBa
         }
     }
     // The stream ended early (a proxy timeout, say): ask once more.
-    api_json(client.get(format!("{base}/v1/exports/{id}")).send().await?).await
+    api_json(get(format!("{base}/v1/exports/{id}")).send().await?).await
 }
 
 /// The JSON body of an API answer, or an error with the API's code and message.

@@ -81,6 +81,63 @@ pub struct ServeArgs {
     engine: EngineKind,
     #[command(flatten)]
     athena: AthenaArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// How `sluice serve` authenticates callers and limits them.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// `jwt`: every /v1 request needs a bearer token signed with SLUICE_JWT_SECRET (HS256) or a
+    /// key of --jwks. `none`: no authentication, allowed only on a loopback --listen address.
+    #[arg(long, env = "SLUICE_AUTH", value_name = "jwt|none")]
+    auth: Option<String>,
+    /// A JWKS file or URL whose keys sign tokens (RS256 or ES256; Cognito's
+    /// https://cognito-idp.REGION.amazonaws.com/POOL/.well-known/jwks.json, say).
+    #[arg(long, env = "SLUICE_JWKS", value_name = "FILE|URL")]
+    jwks: Option<String>,
+    /// The algorithm of the --jwks keys [default: RS256]
+    #[arg(long, env = "SLUICE_JWT_ALGORITHM", value_name = "RS256|ES256")]
+    jwt_algorithm: Option<String>,
+    /// Accept only tokens with this `aud`.
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE", value_name = "AUD")]
+    jwt_audience: Option<String>,
+    /// Accept only tokens with this `iss`.
+    #[arg(long, env = "SLUICE_JWT_ISSUER", value_name = "ISS")]
+    jwt_issuer: Option<String>,
+    /// Ingest requests a second per token subject, 0 for no limit [default: 200]
+    #[arg(long, env = "SLUICE_INGEST_RATE", value_name = "N")]
+    ingest_rate: Option<f64>,
+    /// Queries, searches, traces and exports started a second per token subject, 0 for no
+    /// limit [default: 20]
+    #[arg(long, env = "SLUICE_QUERY_RATE", value_name = "N")]
+    query_rate: Option<f64>,
+    /// Time a client has to send a request's headers, seconds [default: 10]
+    #[arg(long, env = "SLUICE_HEADER_TIMEOUT", value_name = "SECS")]
+    header_timeout: Option<u64>,
+    /// Time a client has to send a request's body, seconds [default: 60]
+    #[arg(long, env = "SLUICE_BODY_TIMEOUT", value_name = "SECS")]
+    body_timeout: Option<u64>,
+}
+
+impl AuthArgs {
+    /// These flags as a settings layer; the HS256 secret comes only from SLUICE_JWT_SECRET or the
+    /// settings file, never from a flag (flags show in `ps`).
+    fn partial(&self) -> Partial {
+        Partial {
+            auth: self.auth.clone(),
+            jwt_secret: std::env::var("SLUICE_JWT_SECRET").ok().filter(|s| !s.is_empty()),
+            jwks: self.jwks.clone(),
+            jwt_algorithm: self.jwt_algorithm.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+            ingest_rate: self.ingest_rate,
+            query_rate: self.query_rate,
+            header_timeout_secs: self.header_timeout,
+            body_timeout_secs: self.body_timeout,
+            ..Partial::default()
+        }
+    }
 }
 
 impl ServeArgs {
@@ -89,7 +146,7 @@ impl ServeArgs {
             Some(p) => Partial::from_file(p)?,
             None => Partial::default(),
         };
-        Ok(file.merge(Partial {
+        Ok(file.merge(self.auth.partial()).merge(Partial {
             lake: self.lake.clone(),
             listen: self.listen.clone(),
             wal_dir: self.wal_dir.clone(),
@@ -168,12 +225,25 @@ async fn serve_query_only(settings: &Settings, registry: Registry, athena: Optio
         .await?
         .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .fallback(sluice_ingest::server::not_found);
+    let app = sluice_ingest::serve::gate(settings).await?.protect(app);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", settings.listen))?;
     eprintln!("sluice serve: listening on http://{}  lake: {} (query API only)", listener.local_addr()?, settings.lake);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    warn_if_open(settings);
+    sluice_ingest::serve::serve_http(listener, app, settings.header_timeout, shutdown_signal()).await;
     Ok(())
+}
+
+/// Says loudly, on the terminal, that authentication is off.
+fn warn_if_open(settings: &Settings) {
+    if settings.auth.is_none() {
+        eprintln!(
+            "sluice serve: WARNING: authentication is off (--auth none). Anyone who can reach {} can read and \
+             write every organization's logs. Use it only for a trial on this machine.",
+            settings.listen
+        );
+    }
 }
 
 /// `sluice serve`.
@@ -195,6 +265,7 @@ pub fn serve(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> R
             "sluice serve is ready: POST /v1/logs"
         );
         eprintln!("sluice serve: listening on http://{}  lake: {}", server.addr, server.pipeline.lake().url());
+        warn_if_open(&settings);
         shutdown_signal().await;
         eprintln!("sluice serve: shutting down, flushing buffers to the lake…");
         server.stop().await?;
@@ -469,16 +540,54 @@ pub struct DemoArgs {
     exit: bool,
 }
 
+/// The organizations a tenant's token sees through the search API since `from`.
+async fn tenant_view(url: &str, token: &str, from: chrono::DateTime<chrono::Utc>) -> Result<Vec<String>> {
+    let from = from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v1/search?page_size=1000&from={from}"))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: serde_json::Value = serde_json::from_str(&r.text().await?)?;
+    if !status.is_success() {
+        bail!("the search as a tenant failed: {status} {v}");
+    }
+    let mut orgs: Vec<String> = v["rows"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r["organization"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    orgs.sort();
+    orgs.dedup();
+    Ok(orgs)
+}
+
 /// `sluice demo`.
 pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
     init_logs("warn");
+    // The demo serves with authentication on, like `sluice serve`: with SLUICE_JWT_SECRET when
+    // set, otherwise with a secret made up for this run.
+    let secret = std::env::var("SLUICE_JWT_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
     let settings = Partial {
         lake: Some(args.lake.clone()),
         listen: Some(args.listen.clone()),
         buffer_interval_secs: Some(5),
+        jwt_secret: Some(secret.clone()),
         ..Partial::default()
     }
     .validate()?;
+    let hour = Duration::from_secs(3600);
+    let mint = |sub: &str, org: &str, roles: &[&str]| -> Result<String> {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let claims = crate::token_cmd::claims(sub, &[org.to_owned()], &roles, 12 * hour)?;
+        sluice_auth::token::mint(secret.as_bytes(), &claims).map_err(|e| anyhow::anyhow!("{}", e.0))
+    };
+    let operator = mint("demo-operator", "*", &["admin"])?;
+    let tenant_org = "1000";
+    let tenant = mint("demo-analyst-1000", tenant_org, &["logs:read", "exports:write"])?;
     let p = partitioner(registry.clone(), None);
     runtime()?.block_on(async {
         println!("sluice demo — the embedded pipeline on this machine\n");
@@ -507,7 +616,8 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
             counts.bad
         );
 
-        let publisher = Publisher::new(PublishOptions { url: url.clone(), ..PublishOptions::default() })?;
+        let publisher =
+            Publisher::new(PublishOptions { url: url.clone(), token: Some(operator.clone()), ..PublishOptions::default() })?;
         let pb = bar(Some(data.len() as u64), false, "publishing");
         let summary = publisher
             .publish(io::Cursor::new(data), |s| {
@@ -517,7 +627,7 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
             .await?;
         pb.finish_and_clear();
         println!(
-            "3. published them with POST /v1/logs: {} accepted, {} rejected with reason codes:",
+            "3. published them with POST /v1/logs and an operator token: {} accepted, {} rejected with reason codes:",
             summary.accepted,
             summary.rejected_total()
         );
@@ -546,18 +656,30 @@ pub fn demo(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
             let batches = engine.query(sql, Some(20)).await?;
             println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches)?);
         }
+        let seen = tenant_view(&url, &tenant, start).await?;
+        println!(
+            "\nTenant isolation: a token for organization {tenant_org} (roles logs:read, exports:write) searches the\n\
+             same hours through GET /v1/search and sees organizations {seen:?} only."
+        );
+        println!("\nTokens for this run (signed with {}):", if std::env::var("SLUICE_JWT_SECRET").is_ok() { "SLUICE_JWT_SECRET" } else { "a secret made up for this run" });
+        println!("   export OPERATOR='{operator}'");
+        println!("   export ANALYST='{tenant}'   # organization {tenant_org} only");
         println!("\nTry it:");
         println!("   curl -s {url}/metrics | grep sluice_records");
         println!(
-            "   echo '{{\"organizationID\":\"1000\",\"environment\":\"dev\",\"logType\":\"web\",\"time\":\"{}\",\"description\":\"hello\"}}' | \\\n     curl -s -H 'content-type: application/x-ndjson' --data-binary @- {url}/v1/logs",
+            "   echo '{{\"organizationID\":\"1000\",\"environment\":\"dev\",\"logType\":\"web\",\"time\":\"{}\",\"description\":\"hello\"}}' | \\\n     curl -s -H \"authorization: Bearer $OPERATOR\" -H 'content-type: application/x-ndjson' --data-binary @- {url}/v1/logs",
             now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
-        println!("   sluice generate --records 1000 --start {} | sluice publish --to {url}", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        println!("   sluice query --lake {lake}            # an interactive SQL prompt");
+        println!("   sluice generate --records 1000 --start {} | sluice publish --to {url} --token \"$OPERATOR\"", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        println!("   sluice query --lake {lake}            # an interactive SQL prompt (local files: no token)");
         println!(
-            "   curl -s -X POST {url}/v1/exports -H 'content-type: application/json' -d '{{\"sql\": \"SELECT * FROM logs_agw\"}}'"
+            "   curl -s -X POST {url}/v1/exports -H \"authorization: Bearer $ANALYST\" -H 'content-type: application/json' -d '{{\"sql\": \"SELECT * FROM logs_agw\"}}'"
         );
-        println!("   curl -s '{url}/v1/search?q=timeout&from={}'", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        println!(
+            "   curl -s -H \"authorization: Bearer $ANALYST\" '{url}/v1/search?q=timeout&from={}'",
+            start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        println!("   SLUICE_JWT_SECRET=… sluice token --org 1001 --roles logs:read --ttl 8h   # more tokens");
         if args.exit {
             server.stop().await?;
             println!("\nstopped (--exit).");

@@ -4,6 +4,7 @@ mod cli;
 mod export_cmd;
 mod ingest_cmds;
 mod query_cmd;
+mod token_cmd;
 
 /// glibc's allocator keeps freed memory in per-thread arenas, so the resident size of a long
 /// export grows with its length; mimalloc returns it and keeps memory bounded.
@@ -11,5 +12,7 @@ mod query_cmd;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // HTTPS clients (JWKS URLs, webhooks) use the TLS provider the AWS SDK brings.
+    sluice_auth::install_crypto();
     cli::run(<cli::Cli as clap::Parser>::parse())
 }

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+use sluice_auth::{GateConfig, JwtConfig, KeySource};
+
 use crate::{
     batch::BufferHints,
     error::{Error, Result},
@@ -46,6 +48,16 @@ pub struct Partial {
     pub query_memory_mib: Option<u64>,
     /// Time per query, seconds.
     pub query_timeout_secs: Option<u64>,
+    pub auth: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub jwks: Option<String>,
+    pub jwt_algorithm: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub ingest_rate: Option<f64>,
+    pub query_rate: Option<f64>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
 }
 
 impl Partial {
@@ -74,6 +86,16 @@ impl Partial {
             export_ttl_secs: over.export_ttl_secs.or(self.export_ttl_secs),
             query_memory_mib: over.query_memory_mib.or(self.query_memory_mib),
             query_timeout_secs: over.query_timeout_secs.or(self.query_timeout_secs),
+            auth: over.auth.or(self.auth),
+            jwt_secret: over.jwt_secret.or(self.jwt_secret),
+            jwks: over.jwks.or(self.jwks),
+            jwt_algorithm: over.jwt_algorithm.or(self.jwt_algorithm),
+            jwt_audience: over.jwt_audience.or(self.jwt_audience),
+            jwt_issuer: over.jwt_issuer.or(self.jwt_issuer),
+            ingest_rate: over.ingest_rate.or(self.ingest_rate),
+            query_rate: over.query_rate.or(self.query_rate),
+            header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
+            body_timeout_secs: over.body_timeout_secs.or(self.body_timeout_secs),
         }
     }
 }
@@ -111,6 +133,12 @@ pub struct Settings {
     pub query_memory: u64,
     /// Time per query.
     pub query_timeout: Duration,
+    /// How callers authenticate: `None` only on loopback.
+    pub auth: Option<JwtConfig>,
+    /// Rate limits and the body deadline.
+    pub gate: GateConfig,
+    /// Time to receive a request's headers.
+    pub header_timeout: Duration,
 }
 
 /// Defaults.
@@ -130,6 +158,11 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(name: &str, v: T, lo: T, hi: 
 impl Partial {
     /// Checks every value and fills in defaults.
     pub fn validate(self) -> Result<Settings> {
+        let auth_listen = self.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned()).parse().ok();
+        let auth = match auth_listen {
+            Some(listen) => self.auth_config(listen)?,
+            None => None,
+        };
         let lake = self.lake.unwrap_or_else(|| DEFAULT_LAKE.to_owned());
         let listen_s = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_s.parse().map_err(|_| {
@@ -171,7 +204,25 @@ impl Partial {
         let future = range("max_future_hours", self.max_future_hours.unwrap_or(24), 0, 24 * 366, "hours")?;
         let flushes =
             range("concurrent_flushes", self.concurrent_flushes.unwrap_or(2), 1, 64, "files written at once")?;
+        let ingest_rate = self.ingest_rate.unwrap_or(200.0);
+        let query_rate = self.query_rate.unwrap_or(20.0);
+        for (name, v) in [("ingest_rate", ingest_rate), ("query_rate", query_rate)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Config(format!(
+                    "{name} = {v} must be a number of requests a second, 0 for no limit"
+                )));
+            }
+        }
+        let header = range("header_timeout_secs", self.header_timeout_secs.unwrap_or(10), 1, 600, "seconds")?;
+        let body_t = range("body_timeout_secs", self.body_timeout_secs.unwrap_or(60), 1, 3600, "seconds")?;
         Ok(Settings {
+            auth,
+            gate: GateConfig {
+                ingest_per_sec: ingest_rate,
+                query_per_sec: query_rate,
+                body_timeout: Duration::from_secs(body_t),
+            },
+            header_timeout: Duration::from_secs(header),
             lake,
             listen,
             wal_dir,
@@ -191,19 +242,78 @@ impl Partial {
     }
 }
 
+impl Partial {
+    /// The token settings, or `None` for `auth = "none"`, which only a loopback address may use.
+    fn auth_config(&self, listen: SocketAddr) -> Result<Option<JwtConfig>> {
+        let mode = self.auth.as_deref().unwrap_or("jwt");
+        match mode {
+            "none" => {
+                if !listen.ip().is_loopback() {
+                    return Err(Error::Config(format!(
+                        "auth = none is allowed only on a loopback address (127.0.0.1 or ::1), not {listen}: \
+                         anyone who reaches the port could read every organization's logs. Set SLUICE_JWT_SECRET \
+                         or --jwks to serve on {listen}"
+                    )));
+                }
+                return Ok(None);
+            }
+            "jwt" => {}
+            other => return Err(Error::Config(format!("auth = {other:?}: use jwt (the default) or none"))),
+        }
+        let keys = match (&self.jwt_secret, &self.jwks) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config("set one of jwt_secret (SLUICE_JWT_SECRET) and jwks, not both".into()));
+            }
+            (Some(secret), None) => {
+                sluice_auth::token::check_secret(secret.as_bytes()).map_err(|e| Error::Config(e.0))?;
+                KeySource::Secret(secret.as_bytes().to_vec())
+            }
+            (None, Some(location)) => {
+                let algorithm = match self.jwt_algorithm.as_deref().unwrap_or("RS256") {
+                    "RS256" => sluice_auth::Algorithm::RS256,
+                    "ES256" => sluice_auth::Algorithm::ES256,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "jwt_algorithm = {other:?}: with a JWKS use RS256 (the default) or ES256"
+                        )));
+                    }
+                };
+                KeySource::Jwks { location: location.clone(), algorithm }
+            }
+            (None, None) => {
+                return Err(Error::Config(
+                    "sluice serve requires authentication: set SLUICE_JWT_SECRET (at least 32 bytes, such as the \
+                     output of `openssl rand -base64 48`) or --jwks FILE|URL, then mint tokens with `sluice token`. \
+                     For a trial on this machine only, use --auth none with a loopback --listen address"
+                        .into(),
+                ));
+            }
+        };
+        if self.jwt_algorithm.is_some() && self.jwks.is_none() {
+            return Err(Error::Config("jwt_algorithm applies to a JWKS; a jwt_secret always uses HS256".into()));
+        }
+        Ok(Some(JwtConfig { keys, audience: self.jwt_audience.clone(), issuer: self.jwt_issuer.clone() }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn with_secret() -> Partial {
+        Partial { jwt_secret: Some("0123456789abcdef0123456789abcdef".into()), ..Partial::default() }
+    }
+
     #[test]
     fn defaults_and_layers() {
-        let s = Partial::default().validate().unwrap();
+        let s = with_secret().validate().unwrap();
+        assert!(s.auth.is_some());
         assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
         assert!(s.listen.ip().is_loopback());
         assert_eq!(s.wal_dir, PathBuf::from("./sluice-data/_wal"));
         let file: Partial = toml::from_str("buffer_size_mib = 8\nlisten = \"0.0.0.0:1\"").unwrap();
         let flags = Partial { buffer_size_mib: Some(4), ..Partial::default() };
-        let s = file.merge(flags).validate().unwrap();
+        let s = with_secret().merge(file).merge(flags).validate().unwrap();
         assert_eq!(s.hints.size_bytes, 4 * MIB);
         assert_eq!(s.listen.port(), 1);
     }
@@ -211,14 +321,24 @@ mod tests {
     #[test]
     fn clear_errors() {
         for (p, needle) in [
-            (Partial { buffer_size_mib: Some(0), ..Partial::default() }, "buffer_size_mib = 0 is out of range"),
-            (Partial { buffer_interval_secs: Some(901), ..Partial::default() }, "0 to 900"),
-            (Partial { listen: Some("localhost".into()), ..Partial::default() }, "HOST:PORT"),
-            (Partial { memory_budget_mib: Some(10), ..Partial::default() }, "at least twice"),
+            (Partial { buffer_size_mib: Some(0), ..with_secret() }, "buffer_size_mib = 0 is out of range"),
+            (Partial { buffer_interval_secs: Some(901), ..with_secret() }, "0 to 900"),
+            (Partial { listen: Some("localhost".into()), ..with_secret() }, "HOST:PORT"),
+            (Partial { memory_budget_mib: Some(10), ..with_secret() }, "at least twice"),
+            (Partial::default(), "requires authentication"),
+            (Partial { jwt_secret: Some("short".into()), ..Partial::default() }, "at least 32"),
+            (
+                Partial { auth: Some("none".into()), listen: Some("0.0.0.0:8400".into()), ..Partial::default() },
+                "loopback",
+            ),
+            (Partial { jwks: Some("k.json".into()), ..with_secret() }, "not both"),
+            (Partial { query_rate: Some(-1.0), ..with_secret() }, "query_rate"),
         ] {
             let e = p.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
+        let local = Partial { auth: Some("none".into()), listen: Some("[::1]:0".into()), ..Partial::default() };
+        assert!(local.validate().unwrap().auth.is_none());
         assert!(toml::from_str::<Partial>("bufer_size_mib = 1").unwrap_err().to_string().contains("unknown field"));
     }
 }

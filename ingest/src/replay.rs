@@ -5,7 +5,8 @@
 //! the new reason and one more attempt. A file none of whose records was delivered and whose
 //! reasons did not change is left as it is, so a second replay does nothing. The new rows are
 //! durable before the error file is replaced, so a crash in between can duplicate (same
-//! `record_id`) but never lose a record.
+//! `record_id`) but never lose a record. Records refused as `forbidden_organization` are kept
+//! as they are: the transform cannot tell who sent them.
 
 use std::{collections::BTreeMap, io::Read};
 
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, path::Path};
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, record_id};
+use sluice_schemas::{Context, ReasonCode, record_id};
 
 use crate::{
     batch::Item,
@@ -83,6 +84,13 @@ pub async fn replay(
                 kept.push(line.to_vec());
                 continue;
             };
+            if rec.error_code == ReasonCode::ForbiddenOrganization.as_str() {
+                // Refused for who sent it, not for what it is: a replay has no token to vouch for
+                // it, so it stays in the error output for an operator to look at.
+                *report.still_failing.entry(rec.error_code.clone()).or_default() += 1;
+                kept.push(line.to_vec());
+                continue;
+            }
             let ctx = Context {
                 record_id: record_id(&format!("replay:{key_s}:{i}")),
                 arrival_micros: rec.arrival_timestamp.saturating_mul(1000),

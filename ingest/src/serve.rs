@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use sluice_auth::{Authn, Gate, Verifier};
 use sluice_partitioner::Partitioner;
 
 use crate::{
@@ -57,13 +58,15 @@ impl Server {
         if let Some(extra) = extra {
             app = app.merge(extra);
         }
+        let app = gate(settings).await?.protect(app);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let header_timeout = settings.header_timeout;
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    stopped.await.ok();
-                })
-                .await
+            serve_http(listener, app, header_timeout, async {
+                stopped.await.ok();
+            })
+            .await;
+            Ok(())
         });
         Ok(Self { addr, pipeline, recovery, stop, task })
     }
@@ -74,6 +77,35 @@ impl Server {
         self.task.await.map_err(|e| Error::Stopped(e.to_string()))?.map_err(Error::io("server"))?;
         self.pipeline.shutdown().await
     }
+}
+
+/// The gate of the settings: authentication (or none, on loopback), rate limits, body deadline.
+pub async fn gate(settings: &Settings) -> Result<Arc<Gate>> {
+    let authn = match &settings.auth {
+        Some(jwt) => Authn::Jwt(Box::new(Verifier::new(jwt).await.map_err(|e| Error::Config(e.0))?)),
+        None => {
+            tracing::warn!(
+                listen = %settings.listen,
+                "AUTHENTICATION IS OFF (--auth none): every caller on this machine can read and write every \
+                 organization's logs"
+            );
+            Authn::None
+        }
+    };
+    Ok(Gate::new(authn, settings.gate))
+}
+
+/// How long requests in flight may take to finish once a server stops.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves `app` until `shutdown`; request headers must arrive within `header_timeout`.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    sluice_auth::http::serve(listener, app, header_timeout, DRAIN, shutdown).await;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

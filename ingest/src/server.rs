@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -12,6 +12,7 @@ use axum::{
 };
 use serde::Serialize;
 use serde_json::json;
+use sluice_auth::Principal;
 
 use crate::{
     body::{self, BodyError},
@@ -105,7 +106,11 @@ struct IngestAnswer {
     errors: Vec<Rejected>,
 }
 
-async fn ingest(State(app): State<Arc<AppState>>, req: Request) -> Result<Json<IngestAnswer>, ApiError> {
+async fn ingest(
+    State(app): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    req: Request,
+) -> Result<Json<IngestAnswer>, ApiError> {
     let _permit = app.bodies.acquire().await.map_err(|_| overloaded(Overload::LogFailed))?;
     let headers = req.headers().clone();
     let limit = app.limits.max_body;
@@ -115,9 +120,14 @@ async fn ingest(State(app): State<Arc<AppState>>, req: Request) -> Result<Json<I
     {
         return Err(BodyError::TooLarge { limit, decompressed: false }.into());
     }
-    let raw = axum::body::to_bytes(req.into_body(), limit as usize)
-        .await
-        .map_err(|_| ApiError::from(BodyError::TooLarge { limit, decompressed: false }))?;
+    let raw = axum::body::to_bytes(req.into_body(), limit as usize).await.map_err(|e| {
+        let e = e.into_inner();
+        if sluice_auth::http::is_body_timeout(&*e) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", e.to_string())
+        } else {
+            ApiError::from(BodyError::TooLarge { limit, decompressed: false })
+        }
+    })?;
     // Checked after reading the (bounded) body, so that the client, still sending, gets the answer.
     if let Some(o) = app.pipeline.overload() {
         app.pipeline.metrics().overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -135,7 +145,7 @@ async fn ingest(State(app): State<Arc<AppState>>, req: Request) -> Result<Json<I
     let ndjson =
         content_type(&headers).is_some_and(|t| t.contains("ndjson") || t.contains("jsonl") || t.contains("json-seq"));
     let ranges = body::split(&decoded, ndjson)?;
-    let result = app.pipeline.ingest(decoded, ranges).await.map_err(|e| {
+    let result = app.pipeline.ingest(decoded, ranges, principal.orgs).await.map_err(|e| {
         tracing::error!(error = %e, "ingest failed");
         match app.pipeline.overload() {
             Some(o) => overloaded(o),

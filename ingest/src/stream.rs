@@ -24,8 +24,9 @@ use std::{
 
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
+use sluice_auth::Orgs;
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, Rejection, record_id};
+use sluice_schemas::{Context, ReasonCode, Rejection, record_id};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinSet,
@@ -108,6 +109,22 @@ fn item_for(partitioner: &Partitioner, raw: &[u8], ctx: &Context) -> Option<std:
         }
         Outcome::Dropped => None,
         Outcome::ProcessingFailed(r) => Some(Err(r)),
+    }
+}
+
+/// Rejects a row of an organization the producer may not write.
+fn check_org(item: Item, orgs: &Orgs) -> std::result::Result<Item, Rejection> {
+    match &item {
+        Item::Row { partition, .. } if !orgs.allows(&partition.organization) => Err(Rejection {
+            code: ReasonCode::ForbiddenOrganization,
+            message: format!(
+                "this producer's token may write organizations [{}], not {:?}; send the record with a token of its \
+                 organization",
+                orgs.describe(),
+                partition.organization
+            ),
+        }),
+        _ => Ok(item),
     }
 }
 
@@ -232,7 +249,9 @@ impl Pipeline {
 
     /// Ingests records (`ranges` of `body`): transforms each, logs accepted and rejected records
     /// durably, and returns once they are in the log.
-    pub async fn ingest(&self, body: Bytes, ranges: Vec<std::ops::Range<usize>>) -> Result<IngestResult> {
+    /// Records naming an organization outside `orgs` are rejected as `forbidden_organization`
+    /// (and kept in the error output like every rejected record).
+    pub async fn ingest(&self, body: Bytes, ranges: Vec<std::ops::Range<usize>>, orgs: Orgs) -> Result<IngestResult> {
         let arrival = chrono::Utc::now().timestamp_micros();
         let p = Arc::clone(&self.inner.partitioner);
         let (entries, items, result) = tokio::task::spawn_blocking(move || {
@@ -242,7 +261,7 @@ impl Pipeline {
             let mut result = IngestResult::default();
             for (i, r) in ranges.into_iter().enumerate() {
                 let raw = &body[r];
-                match item_for(&p, raw, &ctx) {
+                match item_for(&p, raw, &ctx).map(|r| r.and_then(|item| check_org(item, &orgs))) {
                     Some(Ok(item)) => {
                         entries.push(Entry { arrival_micros: arrival, raw: raw.to_vec(), rejection: None });
                         items.push(item);

@@ -4,7 +4,7 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Body,
     extract::{
         Path, Query, State,
@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sluice_auth::Principal;
 
 use crate::{
     error::Error,
@@ -55,7 +56,11 @@ impl IntoResponse for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let info = crate::exec::ErrorInfo::from(&e);
-        let status = if e.is_user_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let status = match &e {
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            e if e.is_user_error() => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
         if !e.is_user_error() {
             tracing::error!(error = %e, "query API failure");
         }
@@ -71,10 +76,8 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, "invalid_request", message.into())
 }
 
-/// The owner key of a request (until authentication: everyone is one anonymous owner).
-fn owner() -> &'static str {
-    ""
-}
+/// The caller, as the gate verified it (see `sluice_auth::gate`).
+type Caller = Extension<Principal>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,19 +92,28 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn start_query(
     State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
     body: Result<Json<QueryRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = json_body(body)?;
-    let s = api.executions.start(&req.sql, Output::Rows, owner(), None, None).await?;
+    let s = api.executions.start(&req.sql, Output::Rows, &caller.owner_key(), &caller.orgs, None, None).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": s.id, "state": s.state}))).into_response())
 }
 
-async fn query_status(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Status>, ApiError> {
-    api.executions.status(&id, owner()).map(Json).ok_or_else(|| not_found("query"))
+async fn query_status(
+    State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Status>, ApiError> {
+    api.executions.status(&id, &caller.owner_key()).map(Json).ok_or_else(|| not_found("query"))
 }
 
-async fn cancel_query(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Status>, ApiError> {
-    api.executions.cancel(&id, owner()).map(Json).ok_or_else(|| not_found("query"))
+async fn cancel_query(
+    State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Status>, ApiError> {
+    api.executions.cancel(&id, &caller.owner_key()).map(Json).ok_or_else(|| not_found("query"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,11 +135,13 @@ fn decode_cursor(c: &str) -> Result<Value, ApiError> {
 
 async fn query_results(
     State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
     Path(id): Path<String>,
     params: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params.map_err(|e| bad(e.body_text()))?;
-    let status = api.executions.status(&id, owner()).ok_or_else(|| not_found("query"))?;
+    let owner = caller.owner_key();
+    let status = api.executions.status(&id, &owner).ok_or_else(|| not_found("query"))?;
     match status.state {
         ExecState::Succeeded => {}
         ExecState::Running => {
@@ -150,7 +164,7 @@ async fn query_results(
         }
         None => 0,
     };
-    let (rows, next) = api.executions.page(&id, owner(), offset, page_size).ok_or_else(|| not_found("query"))??;
+    let (rows, next) = api.executions.page(&id, &owner, offset, page_size).ok_or_else(|| not_found("query"))??;
     Ok(Json(json!({
         "columns": status.columns,
         "rows": rows,
@@ -246,6 +260,7 @@ pub fn search_sql(p: &SearchParams, after: Option<(&str, &str)>, limit: usize) -
 
 async fn search(
     State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params.map_err(|e| bad(e.body_text()))?;
@@ -258,7 +273,7 @@ async fn search(
         None => None,
     };
     let sql = search_sql(&p, after.as_ref().map(|(t, r)| (t.as_str(), r.as_str())), page_size + 1)?;
-    let batches = api.executions.engine().query(&sql, None).await?;
+    let batches = api.executions.engine().scoped(caller.orgs).query(&sql, None).await?;
     let mut rows: Vec<Value> = batches.iter().flat_map(batch_objects).collect();
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
@@ -269,9 +284,13 @@ async fn search(
     Ok(Json(json!({"rows": rows, "next_cursor": next})))
 }
 
-async fn trace(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn trace(
+    State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let lit = sql_string(&id)?;
-    let engine = api.executions.engine();
+    let engine = api.executions.engine().scoped(caller.orgs);
     let records = engine
         .query(
             &format!(
@@ -327,6 +346,7 @@ fn export_json(s: &Status) -> Value {
 
 async fn start_export(
     State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
     body: Result<Json<ExportRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = json_body(body)?;
@@ -367,21 +387,32 @@ async fn start_export(
             });
         }) as Box<dyn FnOnce(Status) + Send>
     });
-    let s = api.executions.start(&sql, Output::Csv, owner(), req.protect_formulas, on_done).await?;
+    let s = api
+        .executions
+        .start(&sql, Output::Csv, &caller.owner_key(), &caller.orgs, req.protect_formulas, on_done)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": s.id, "state": s.state}))).into_response())
 }
 
-async fn export_status(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let s =
-        api.executions.status(&id, owner()).filter(|s| s.output == Output::Csv).ok_or_else(|| not_found("export"))?;
+async fn export_status(
+    State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = api
+        .executions
+        .status(&id, &caller.owner_key())
+        .filter(|s| s.output == Output::Csv)
+        .ok_or_else(|| not_found("export"))?;
     Ok(Json(export_json(&s)))
 }
 
 async fn export_events(
     State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let rx = api.executions.watch(&id, owner()).ok_or_else(|| not_found("export"))?;
+    let rx = api.executions.watch(&id, &caller.owner_key()).ok_or_else(|| not_found("export"))?;
     // Every change of the status is a `progress` event; the last one is `complete`, then the
     // stream ends (without waiting for a change that will never come).
     let events = futures::stream::unfold((rx, true, false), |(mut rx, first, ended)| async move {
@@ -397,16 +428,21 @@ async fn export_events(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-async fn export_download(State(api): State<Arc<QueryApi>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn export_download(
+    State(api): State<Arc<QueryApi>>,
+    Extension(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let owner = caller.owner_key();
     let s =
-        api.executions.status(&id, owner()).filter(|s| s.output == Output::Csv).ok_or_else(|| not_found("export"))?;
+        api.executions.status(&id, &owner).filter(|s| s.output == Output::Csv).ok_or_else(|| not_found("export"))?;
     if s.state != ExecState::Succeeded {
         return Err(ApiError(StatusCode::CONFLICT, "not_ready", format!("the export is {:?}", s.state)));
     }
     if let Some(url) = &s.presigned_url {
         return Ok(axum::response::Redirect::temporary(url).into_response());
     }
-    let path = api.executions.result_path(&id, owner()).ok_or_else(|| not_found("export"))?;
+    let path = api.executions.result_path(&id, &owner).ok_or_else(|| not_found("export"))?;
     let file = tokio::fs::File::open(&path).await.map_err(|_| not_found("export"))?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     let mut r = body.into_response();

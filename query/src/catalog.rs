@@ -20,10 +20,12 @@ use datafusion::{
         listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
     },
     logical_expr::{Expr, Operator, TableProviderFilterPushDown, col, lit},
-    physical_plan::ExecutionPlan,
+    physical_plan::{ExecutionPlan, empty::EmptyExec, union::UnionExec},
     scalar::ScalarValue,
 };
-use sluice_schemas::{Registry, arrow_schema, partition_columns};
+use object_store::ObjectStore;
+use sluice_auth::Orgs;
+use sluice_schemas::{Registry, arrow_schema, partition_columns, validate_partition_value};
 
 use crate::error::{Error, Result};
 
@@ -35,23 +37,49 @@ pub fn partition_fields() -> Vec<(String, DataType)> {
     partition_columns().iter().map(|c| (c.name.clone(), c.ty.arrow())).collect()
 }
 
-/// The `logs` table: a listing table plus pruning of hour partitions by `time`.
+/// The `logs` table: a listing table plus pruning of hour partitions by `time`, seeing only the
+/// organizations of its scope.
 #[derive(Debug)]
 pub struct LakeTable {
     inner: ListingTable,
+    scope: Orgs,
+    store: Arc<dyn ObjectStore>,
+    prefix: object_store::path::Path,
 }
 
 impl LakeTable {
-    /// The `logs` table of the lake whose `logs/` folder is at `logs_url`.
-    pub fn new(logs_url: &str, registry: &Registry) -> Result<Self> {
+    /// The `logs` table of the lake whose `logs/` folder is at `logs_url` in `store`, seeing the
+    /// organizations of `scope` only.
+    ///
+    /// A scoped table never lists or opens another organization's files: each scan is a union of
+    /// scans rooted at `logs/environment=E/organization=O/` for every environment `E` in the
+    /// lake and every organization `O` of the scope, and each of them also filters the files it
+    /// lists by those two partition values.
+    pub fn new(logs_url: &str, registry: &Registry, store: Arc<dyn ObjectStore>, scope: Orgs) -> Result<Self> {
         let url = ListingTableUrl::parse(logs_url)
             .map_err(|e| Error::Lake { url: logs_url.into(), reason: e.to_string() })?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(partition_fields());
         let schema = Arc::new(arrow_schema(&registry.lake_columns()));
+        let prefix = url.prefix().clone();
         let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-        Ok(Self { inner: ListingTable::try_new(config)? })
+        Ok(Self { inner: ListingTable::try_new(config)?, scope, store, prefix })
+    }
+
+    /// The environments in the lake: the valid `environment=…` folders under `logs/`.
+    async fn environments(&self) -> datafusion::error::Result<Vec<String>> {
+        let listing = match self.store.list_with_delimiter(Some(&self.prefix)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename()?.strip_prefix("environment=").map(str::to_owned))
+            .filter(|e| validate_partition_value(e).is_ok())
+            .collect())
     }
 }
 
@@ -173,7 +201,24 @@ impl TableProvider for LakeTable {
         if let Some(f) = hour_partition_filter(lo, hi) {
             filters.push(f);
         }
-        self.inner.scan(state, projection, &filters, limit).await
+        let Orgs::Some(orgs) = &self.scope else { return self.inner.scan(state, projection, &filters, limit).await };
+        let mut scans = Vec::new();
+        for env in self.environments().await? {
+            for org in orgs {
+                let mut rooted = filters.clone();
+                rooted.push(col("environment").eq(lit(env.as_str())));
+                rooted.push(col("organization").eq(lit(org.as_str())));
+                scans.push(self.inner.scan(state, projection, &rooted, limit).await?);
+            }
+        }
+        if scans.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema().project(p)?),
+                None => self.schema(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        UnionExec::try_new(scans)
     }
 
     fn supports_filters_pushdown(

@@ -22,6 +22,7 @@ use datafusion::{
 };
 use futures::StreamExt;
 use object_store::ObjectStore;
+use sluice_auth::Orgs;
 use sluice_schemas::Registry;
 use url::Url;
 
@@ -66,6 +67,7 @@ pub struct Engine {
     registry: Registry,
     config: EngineConfig,
     caches: Arc<CacheManager>,
+    scope: Orgs,
 }
 
 /// Opens an object store for a lake URL (a folder, `file://…`, or `s3://bucket/prefix`) and
@@ -190,7 +192,18 @@ impl Engine {
         )?;
         let logs_url =
             url.join("logs/").map_err(|e| Error::Lake { url: url.to_string(), reason: e.to_string() })?.to_string();
-        Ok(Self { url, logs_url, store, registry, config, caches })
+        Ok(Self { url, logs_url, store, registry, config, caches, scope: Orgs::All })
+    }
+
+    /// The same engine seeing only the organizations of `scope`: every table of its sessions
+    /// (`logs`, the `logs_<type>` views, `events`) is rooted at those organizations' partitions.
+    pub fn scoped(&self, scope: Orgs) -> Self {
+        Self { scope, ..self.clone() }
+    }
+
+    /// The organizations this engine sees.
+    pub fn scope(&self) -> &Orgs {
+        &self.scope
     }
 
     /// The registry of log types.
@@ -222,7 +235,8 @@ impl Engine {
         config.options_mut().sql_parser.recursion_limit = datafusion::config::ConfigNonZeroUsize::try_new(200)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_object_store(&self.url, Arc::clone(&self.store));
-        ctx.register_table("logs", Arc::new(LakeTable::new(&self.logs_url, &self.registry)?))?;
+        let logs = LakeTable::new(&self.logs_url, &self.registry, Arc::clone(&self.store), self.scope.clone())?;
+        ctx.register_table("logs", Arc::new(logs))?;
         for lt in self.registry.names() {
             let sql = logtype_view_sql(&self.registry, lt).expect("registered");
             let plan = ctx.state().create_logical_plan(&sql).await?;

@@ -12,6 +12,9 @@ pub enum Error {
     /// The query went over a limit (time, memory, result size).
     #[error("{0}")]
     Limit(String),
+    /// The caller may not do this (an HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The query was cancelled.
     #[error("the query was cancelled")]
     Cancelled,
@@ -31,7 +34,7 @@ pub enum Error {
 impl Error {
     /// Whether the error is the user's to fix (an HTTP 4xx).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Self::Rejected(_) | Self::Sql(_) | Self::Limit(_) | Self::Cancelled)
+        matches!(self, Self::Rejected(_) | Self::Sql(_) | Self::Limit(_) | Self::Cancelled | Self::Forbidden(_))
     }
 }
 

@@ -21,6 +21,7 @@ use datafusion::{
 };
 use futures::StreamExt;
 use serde::Serialize;
+use sluice_auth::Orgs;
 use tokio::sync::watch;
 
 use crate::{
@@ -107,7 +108,8 @@ pub struct Status {
 /// An error of an execution.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorInfo {
-    /// Stable code: `invalid_sql`, `rejected`, `limit_exceeded`, `cancelled`, `internal`.
+    /// Stable code: `invalid_sql`, `rejected`, `forbidden`, `limit_exceeded`, `cancelled`,
+    /// `internal`.
     pub code: &'static str,
     /// Message.
     pub message: String,
@@ -117,6 +119,7 @@ impl From<&Error> for ErrorInfo {
     fn from(e: &Error) -> Self {
         let code = match e {
             Error::Rejected(_) => "rejected",
+            Error::Forbidden(_) => "forbidden",
             Error::Sql(_) => "invalid_sql",
             Error::Limit(_) => "limit_exceeded",
             Error::Cancelled => "cancelled",
@@ -234,21 +237,30 @@ impl Executions {
         self.config.protect_formulas
     }
 
-    /// Plans `sql` and starts running it for `owner`; errors of the SQL (syntax, unknown tables or
-    /// columns, statements that are not queries) are returned at once. `protect_formulas`
-    /// overrides the server's default for a CSV export.
+    /// Plans `sql` over the organizations of `scope` and starts running it for `owner`; errors
+    /// of the SQL (syntax, unknown tables or columns, statements that are not queries) are
+    /// returned at once. `protect_formulas` overrides the server's default for a CSV export.
     pub async fn start(
         &self,
         sql: &str,
         output: Output,
         owner: &str,
+        scope: &Orgs,
         protect_formulas: Option<bool>,
         on_done: Option<Box<dyn FnOnce(Status) + Send>>,
     ) -> Result<Status> {
         let work = match &self.athena {
+            Some(_) if *scope != Orgs::All => {
+                return Err(Error::Forbidden(
+                    "this server runs queries and exports on Athena, which reads the whole Glue database, so only \
+                     operator tokens (org \"*\") may use them; search and trace work with this token, or ask for \
+                     a server with --engine datafusion"
+                        .into(),
+                ));
+            }
             Some(athena) => Work::Athena(athena.clone(), athena.start(sql).await?),
             None => {
-                let (plan, task) = self.engine.plan(sql).await?;
+                let (plan, task) = self.engine.scoped(scope.clone()).plan(sql).await?;
                 Work::Plan(plan, task)
             }
         };

@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::support::{Serve, duckdb_python, flush, http, http_sink, post_ndjson, root, sluice_bin};
+use crate::support::{Serve, duckdb_python, flush, http, http_sink, post_ndjson, root, sluice_bin, wait_done};
 
 const KEY: &str = "sluice-test-key";
 const SECRET: &str = "sluice-test-secret";
@@ -114,20 +114,6 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn wait_done(addr: &str, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = http(addr, "GET", path, &[], b"").expect("GET");
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let s = r.json();
-        if s["state"] != "RUNNING" {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{path} still running: {s}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn post_json(addr: &str, path: &str, body: &Value) -> Value {

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `sluice` binary as a user runs it.
 
+mod auth;
 mod aws;
 mod cli;
 mod pipeline;

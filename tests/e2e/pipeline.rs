@@ -470,6 +470,10 @@ fn demo_tours_and_exits() {
         "Example queries",
         "+----",
         "/v1/exports",
+        "an operator token",
+        "sees organizations [\"1000\"] only",
+        "export ANALYST=",
+        "authorization: Bearer $ANALYST",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle:?}:\n{text}");
     }

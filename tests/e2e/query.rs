@@ -12,7 +12,9 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::support::{Response, Serve, duckdb_python, flush, http, http_sink, post_ndjson, root, sluice_bin};
+use crate::support::{
+    Response, Serve, duckdb_python, flush, http, http_sink, post_ndjson, root, sluice_bin, wait_done,
+};
 
 /// A lake holding the committed sample (3,000 records), made once with `sluice import`.
 fn sample_lake() -> &'static Path {
@@ -39,21 +41,6 @@ fn get(addr: &str, path: &str) -> Response {
 fn post_json(addr: &str, path: &str, body: &Value) -> Response {
     http(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
         .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-}
-
-/// Polls an execution or export until it leaves RUNNING.
-fn wait_done(addr: &str, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = get(addr, path);
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let s = r.json();
-        if s["state"] != "RUNNING" {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{path} still running: {s}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn start_query(addr: &str, sql: &str) -> String {
@@ -443,8 +430,11 @@ fn export_memory_does_not_grow_with_rows() {
     let after_big = peak_rss_kib(serve.child.id());
     assert!(big > 120 << 20, "the big export must be big to prove anything: {big} bytes");
     let grew = after_big.saturating_sub(after_small) * 1024;
+    // A result held in memory would grow the peak by at least the extra CSV bytes (more as Arrow
+    // or JSON); a streamed one grows it by what the allocator and DataFusion's pools keep, which
+    // on these machines is 20-27% of the 119 MiB extra here. Half tells the two apart with room.
     assert!(
-        grew < (big - small) / 4,
+        grew < (big - small) / 2,
         "peak RSS grew by {grew} bytes for {} more bytes of CSV: memory follows the result size",
         big - small
     );

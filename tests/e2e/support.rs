@@ -37,10 +37,18 @@ impl Serve {
     }
 
     /// A server over the lake at `url` (a path or `s3://…`), with extra environment variables.
+    /// Without `--auth` in `extra` or a key in `env`, the server runs with `--auth none` (it
+    /// listens on loopback); `auth.rs` tests authentication itself.
     pub fn start_with(lake: &str, extra: &[&str], env: &[(String, String)]) -> Self {
+        let keyed = extra.contains(&"--auth")
+            || extra.contains(&"--jwks")
+            || env.iter().any(|(k, _)| k == "SLUICE_JWT_SECRET" || k == "SLUICE_JWKS");
+        let open: &[&str] = if keyed { &[] } else { &["--auth", "none"] };
         let mut child = Command::new(sluice_bin())
             .args(["serve", "--lake", lake, "--listen", "127.0.0.1:0"])
+            .args(open)
             .args(extra)
+            .env_remove("SLUICE_JWT_SECRET")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("SLUICE_LOG", "warn")
             .stdin(Stdio::null())
@@ -185,6 +193,26 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[p + 2 + n + 2..];
     }
     out
+}
+
+/// Polls `GET path` (with `headers`) until the execution or export it shows leaves RUNNING.
+pub fn wait_done_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = http(addr, "GET", path, headers, b"").unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        let s = r.json();
+        if s["state"] != "RUNNING" {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} still running: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`wait_done_with`] without headers.
+pub fn wait_done(addr: &str, path: &str) -> Value {
+    wait_done_with(addr, path, &[])
 }
 
 pub fn post_ndjson(addr: &str, body: &[u8]) -> Response {

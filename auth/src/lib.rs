@@ -1,0 +1,22 @@
+//! Who may call sluice's HTTP API, and how hard.
+//!
+//! * [`token`]: bearer JWTs — claims (`sub`, `org`, `roles`, `exp`), verification with a pinned
+//!   algorithm (HS256 secret, or RS256/ES256 from a JWKS), minting for `sluice token`.
+//! * [`gate`]: the middleware in front of every `/v1` route: authentication, the role each route
+//!   needs, and rate limits per caller.
+//! * [`http`]: serving a router with deadlines on request headers and bodies.
+
+pub mod gate;
+pub mod http;
+pub mod rate;
+pub mod token;
+
+pub use gate::{Authn, Gate, GateConfig};
+pub use jsonwebtoken::Algorithm;
+pub use token::{Claims, JwtConfig, KeySource, OrgClaim, Orgs, Principal, Role, RolesClaim, Verifier};
+
+/// Installs the process's TLS crypto provider (aws-lc-rs, the one the AWS SDK uses) for HTTP
+/// clients that do not bring their own. Safe to call more than once.
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

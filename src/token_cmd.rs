@@ -1,0 +1,88 @@
+//! `sluice token`: mints a bearer token with the server's HS256 secret.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use sluice_auth::{Claims, OrgClaim, Role, RolesClaim, token};
+use sluice_ingest::config::Partial;
+
+/// Flags of `sluice token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The organization(s) the token may write and read: an id, several (repeat the flag or
+    /// separate with commas), or `*` for every organization (operators).
+    #[arg(long = "org", required = true, value_delimiter = ',', value_name = "ORG")]
+    orgs: Vec<String>,
+    /// Roles: logs:write, logs:read, exports:write, admin (comma-separated).
+    #[arg(long, required = true, value_delimiter = ',', value_name = "R[,R…]")]
+    roles: Vec<String>,
+    /// How long the token is valid: 90s, 30m, 12h, 7d.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    ttl: String,
+    /// Who the token is for (the `sub` claim; rate limits count per subject).
+    #[arg(long, default_value = "sluice-token", value_name = "NAME")]
+    sub: String,
+    /// The `aud` claim [default: the server's jwt_audience]
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE", value_name = "AUD")]
+    aud: Option<String>,
+    /// The `iss` claim [default: the server's jwt_issuer]
+    #[arg(long, env = "SLUICE_JWT_ISSUER", value_name = "ISS")]
+    iss: Option<String>,
+    /// The server's settings file, for its jwt_secret, jwt_audience and jwt_issuer (SLUICE_JWT_SECRET
+    /// and the flags override it).
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Longest validity of a token.
+const MAX_TTL_DAYS: u64 = 366;
+
+/// The claims of a token for `orgs` with `roles`, valid for `ttl` from now.
+pub(crate) fn claims(sub: &str, orgs: &[String], roles: &[String], ttl: std::time::Duration) -> Result<Claims> {
+    let mut checked = Vec::new();
+    for role in roles {
+        let Some(r) = Role::parse(role.trim()) else {
+            let all: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+            bail!("{role:?} is not a role; use {}", all.join(", "));
+        };
+        checked.push(r.as_str().to_owned());
+    }
+    let org = if orgs.len() == 1 { OrgClaim::One(orgs[0].clone()) } else { OrgClaim::Many(orgs.to_vec()) };
+    token::parse_orgs(&org).map_err(|e| anyhow::anyhow!("{}", e.0.replace("the token's ", "")))?;
+    let now = token::now_secs();
+    Ok(Claims {
+        sub: sub.to_owned(),
+        org,
+        roles: RolesClaim::Many(checked),
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+        aud: None,
+        iss: None,
+    })
+}
+
+/// `sluice token`.
+pub fn run(args: TokenArgs) -> Result<ExitCode> {
+    let file = match &args.config {
+        Some(p) => Partial::from_file(p)?,
+        None => Partial::default(),
+    };
+    let secret = std::env::var("SLUICE_JWT_SECRET").ok().filter(|s| !s.is_empty()).or(file.jwt_secret);
+    let Some(secret) = secret else {
+        bail!(
+            "no secret to sign with: set SLUICE_JWT_SECRET to the server's secret, or pass --config with the \
+             server's settings file (tokens for a JWKS server come from its identity provider)"
+        );
+    };
+    let ttl = token::parse_duration(&args.ttl).map_err(anyhow::Error::msg)?;
+    if ttl.is_zero() || ttl.as_secs() > MAX_TTL_DAYS * 86_400 {
+        bail!("--ttl {} is out of range: from 1s to {MAX_TTL_DAYS}d", args.ttl);
+    }
+    let mut claims = claims(&args.sub, &args.orgs, &args.roles, ttl)?;
+    claims.aud = args.aud.or(file.jwt_audience);
+    claims.iss = args.iss.or(file.jwt_issuer);
+    let t = token::mint(secret.as_bytes(), &claims).map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_auth::Principal;
+use sluice_auth::{Orgs, Principal};
 
 use crate::{
     error::Error,
@@ -333,6 +333,68 @@ struct Notify {
     webhook_url: Option<String>,
 }
 
+/// Whether a webhook may call `ip`: public unicast addresses only (no loopback, private,
+/// link-local — the cloud metadata endpoint —, shared, unspecified, multicast or documentation
+/// ranges).
+fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
+/// Checks a webhook URL: http(s), and — unless the caller is an operator — a host that resolves
+/// to public addresses only, so a tenant cannot make the server call its own network. Returns
+/// the URL and the checked address to pin the call to.
+async fn webhook_target(
+    url: &str,
+    operator: bool,
+) -> Result<(url::Url, Option<(String, std::net::SocketAddr)>), ApiError> {
+    let parsed = url::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| bad(format!("webhook_url {url:?} must be an http(s) URL")))?;
+    if operator {
+        return Ok((parsed, None));
+    }
+    let host = parsed.host_str().ok_or_else(|| bad("webhook_url has no host"))?.to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let lookup = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((lookup.as_str(), port))
+        .await
+        .map_err(|e| bad(format!("webhook_url host {host:?} does not resolve: {e}")))?
+        .collect();
+    match addrs.first() {
+        Some(first) if addrs.iter().all(|a| is_public(a.ip())) => Ok((parsed, Some((lookup, *first)))),
+        _ => Err(bad(format!(
+            "webhook_url {url:?} resolves to a loopback, private or link-local address; webhooks call public \
+             addresses only (operators' tokens excepted)"
+        ))),
+    }
+}
+
 fn export_json(s: &Status) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or_default();
     if s.state == ExecState::Succeeded {
@@ -360,19 +422,23 @@ async fn start_export(
         _ => return Err(bad("give exactly one of `sql` and `search`")),
     };
     let hook = match req.notify.and_then(|n| n.webhook_url) {
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
-        Some(url) => return Err(bad(format!("webhook_url {url:?} must be an http(s) URL"))),
+        Some(url) => Some(webhook_target(&url, caller.orgs == Orgs::All).await?),
         None => None,
     };
-    let on_done: Option<Box<dyn FnOnce(Status) + Send>> = hook.map(|url| {
+    let on_done: Option<Box<dyn FnOnce(Status) + Send>> = hook.map(|(url, pinned)| {
         Box::new(move |s: Status| {
             let body = export_json(&s);
             tokio::spawn(async move {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build();
-                let Ok(client) = client else { return };
+                let mut client = reqwest::Client::builder().timeout(Duration::from_secs(10));
+                // The address checked when the export started is the one called: a name that
+                // resolves elsewhere by now (DNS rebinding) does not reach another host.
+                if let Some((host, addr)) = &pinned {
+                    client = client.resolve(host, *addr);
+                }
+                let Ok(client) = client.build() else { return };
                 for attempt in 0..3u32 {
                     match client
-                        .post(&url)
+                        .post(url.as_str())
                         .header("content-type", "application/json")
                         .body(body.to_string())
                         .send()
@@ -467,4 +533,31 @@ pub fn router(api: QueryApi) -> Router {
         .route("/v1/exports/{id}/events", get(export_events))
         .route("/v1/exports/{id}/download", get(export_download))
         .with_state(Arc::new(api))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhooks_reach_public_addresses_only() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().expect("ip")), "{ip}");
+        }
+    }
 }

@@ -209,6 +209,13 @@ fn tenants_never_see_each_others_rows_through_any_endpoint() {
     let csv = export_csv(addr, &acme, &json!({"search": {"q": "SENTINEL", "from": from}}));
     assert!(csv.contains("SENTINEL-acme") && !leaks(&csv), "{csv}");
 
+    // A tenant's webhook may not call the server's own network.
+    for hook in ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]:9/"] {
+        let r = post(addr, "/v1/exports", &acme, &json!({"sql": "SELECT 1", "notify": {"webhook_url": hook}}));
+        assert_eq!(r.status, 400, "{hook}: {}", String::from_utf8_lossy(&r.body));
+        assert!(String::from_utf8_lossy(&r.body).contains("public"), "{hook}");
+    }
+
     // Another tenant's query and export ids are 404 on every route.
     let r = post(addr, "/v1/queries", &globex, &json!({"sql": "SELECT * FROM logs"}));
     let qid = r.json()["id"].as_str().expect("id").to_owned();

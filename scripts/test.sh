@@ -44,6 +44,7 @@ PY
 
 step "formatting"
 cargo fmt --all -- --check
+python3 -c 'import ast; ast.parse(open("bench/bench.py").read(), "bench/bench.py")'
 
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,340 @@
+"""sluice and DuckDB side by side, in one run, on one machine.
+
+Each workload runs with both, answers are compared, and the table shows the median of several
+runs and the ratio sluice / DuckDB (for times: below 1 means sluice is faster). Run through
+`bench/run`, which installs DuckDB from PyPI and builds sluice in release mode.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import duckdb
+
+HIVE_TYPES = (
+    "{'environment': 'VARCHAR', 'organization': 'VARCHAR', 'logtype': 'VARCHAR', "
+    "'year': 'BIGINT', 'month': 'BIGINT', 'day': 'BIGINT', 'hour': 'BIGINT'}"
+)
+
+# Analyst queries that DataFusion and DuckDB both speak (the data spans 2025-01-01 .. +72 h).
+QUERIES = {
+    "counts by type": "SELECT logtype, count(*) AS n FROM logs GROUP BY logtype ORDER BY logtype",
+    "error rate by org and hour": (
+        "SELECT organization, hour, count(*) AS n, sum(CASE WHEN success THEN 0 ELSE 1 END) AS failures "
+        "FROM logs GROUP BY organization, hour ORDER BY organization, hour"
+    ),
+    "one org, one hour": (
+        "SELECT record_id, logtype, server, action FROM logs WHERE organization = '1003' AND environment = 'prod' "
+        "AND year = 2025 AND month = 1 AND day = 2 AND hour = 7 ORDER BY record_id"
+    ),
+    "time range": (
+        "SELECT logtype, count(*) AS n FROM logs WHERE time >= '2025-01-02T10:00:00Z' "
+        "AND time < '2025-01-02T12:30:00Z' GROUP BY logtype ORDER BY logtype"
+    ),
+    "text search (LIKE)": "SELECT count(*) AS n FROM logs WHERE description LIKE '%retrying%' OR caller LIKE '%transfer.ts%'",
+    "top callers": (
+        "SELECT caller, count(*) AS n FROM logs WHERE caller IS NOT NULL GROUP BY caller ORDER BY n DESC, caller LIMIT 5"
+    ),
+    "transaction trace": None,  # filled in with a transaction id from the data
+    "events unnest": "SELECT logtype, sum(array_length(events)) AS events FROM logs GROUP BY logtype ORDER BY logtype",
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def median_time(fn, runs):
+    times, out = [], None
+    for _ in range(runs):
+        t, out = timed(fn)
+        times.append(t)
+    return statistics.median(times), out
+
+
+def dir_bytes(path, suffix):
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(suffix))
+    return total
+
+
+def count_files(path, suffix):
+    return sum(1 for _, _, files in os.walk(path) for f in files if f.endswith(suffix))
+
+
+def normalize(rows):
+    """Rows as sorted tuples of strings, floats to 6 significant digits, so both engines compare."""
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        if v is None:
+            return "null"
+        return str(v)
+
+    return sorted(tuple(cell(v) for v in (r.values() if isinstance(r, dict) else r)) for r in rows)
+
+
+class Serve:
+    """A `sluice serve` process on a free loopback port, authentication off (a benchmark on loopback)."""
+
+    def __init__(self, sluice, lake, *extra):
+        self.proc = subprocess.Popen(
+            [sluice, "serve", "--auth", "none", "--lake", lake, "--listen", "127.0.0.1:0", *extra],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "SLUICE_LOG": "warn"},
+        )
+        for line in self.proc.stderr:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        else:
+            raise RuntimeError("sluice serve did not start")
+
+    def peak_rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=600)
+
+
+def http_json(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def bench_transform(args):
+    """The Lambda handler on a ~6 MB Firehose event (criterion, one core)."""
+    out = subprocess.run(
+        ["cargo", "bench", "--locked", "-p", "sluice-partitioner", "--bench", "transform", "--", "--noplot"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"thrpt:\s*\[\S+ \S+ (\S+) (\S+)", out)
+    value, unit = float(m.group(1)), m.group(2)
+    mib = value * {"KiB/s": 1 / 1024, "MiB/s": 1, "GiB/s": 1024}[unit]
+    return {"workload": "transform (MiB/s per core)", "sluice": mib, "duckdb": None, "goal": ">= 143 MiB/s (150 MB/s)"}
+
+
+DUCKDB_INGEST = """
+SET TimeZone = 'UTC';
+COPY (
+  SELECT r.* EXCLUDE (organizationID, logType, environment, year, month, day, hour),
+         r.environment AS environment,
+         trim(CAST(r.organizationID AS VARCHAR), '"') AS organization,
+         r.logType AS logtype,
+         COALESCE(year(TRY_CAST(r."time" AS TIMESTAMPTZ)), TRY_CAST(r.year AS INTEGER)) AS year,
+         COALESCE(month(TRY_CAST(r."time" AS TIMESTAMPTZ)), TRY_CAST(r.month AS INTEGER)) AS month,
+         COALESCE(day(TRY_CAST(r."time" AS TIMESTAMPTZ)), TRY_CAST(r.day AS INTEGER)) AS day,
+         COALESCE(hour(TRY_CAST(r."time" AS TIMESTAMPTZ)), TRY_CAST(r.hour AS INTEGER)) AS hour
+  FROM read_json('{src}', format = 'newline_delimited', sample_size = -1, union_by_name = true) r
+) TO '{dst}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (environment, organization, logtype, year, month, day, hour));
+"""
+
+
+def bench_ingest(args, work, data):
+    """POST every record to `sluice serve` until all are in Parquet, against DuckDB's partitioned COPY."""
+    results = {"sluice": [], "duckdb": []}
+    for i in range(args.runs):
+        lake = os.path.join(work, f"ingest-sluice-{i}")
+        serve = Serve(args.sluice, lake, "--buffer-interval", "900")
+        t, _ = timed(
+            lambda: (
+                subprocess.run(
+                    [args.sluice, "publish", "--quiet", "--to", serve.url, "--gzip", data],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                ),
+                http_json("POST", serve.url + "/v1/flush", {}),
+            )
+        )
+        serve.stop()
+        results["sluice"].append(t)
+        dst = os.path.join(work, f"ingest-duckdb-{i}")
+        t, _ = timed(lambda: duckdb.connect().execute(DUCKDB_INGEST.format(src=data, dst=dst)))
+        results["duckdb"].append(t)
+    lake = os.path.join(work, "ingest-sluice-0")
+    sluice_rows = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{lake}/logs/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()[0][0]
+    duck_rows = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{work}/ingest-duckdb-0/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()[0][0]
+    assert sluice_rows == duck_rows == args.records, (sluice_rows, duck_rows, args.records)
+    s, d = statistics.median(results["sluice"]), statistics.median(results["duckdb"])
+    size_s = dir_bytes(os.path.join(lake, "logs"), ".parquet")
+    size_d = dir_bytes(os.path.join(work, "ingest-duckdb-0"), ".parquet")
+    return [
+        {"workload": f"ingest {args.records:,} records (s)", "sluice": s, "duckdb": d, "goal": "sluice 3x faster"},
+        {"workload": "lake size (MiB)", "sluice": size_s / 2**20, "duckdb": size_d / 2**20, "goal": "no larger"},
+    ], lake
+
+
+def bench_queries(args, lake):
+    """`sluice query` (a process per query, startup included) against DuckDB in process."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        f"CREATE VIEW logs AS SELECT * FROM read_parquet('{lake}/logs/**/*.parquet', hive_partitioning = true, "
+        f"hive_types = {HIVE_TYPES})"
+    )
+    tx = con.execute("SELECT transaction_id FROM logs WHERE transaction_id IS NOT NULL LIMIT 1").fetchone()[0]
+    queries = dict(QUERIES)
+    queries["transaction trace"] = (
+        f"SELECT logtype, record_id, action FROM logs WHERE transaction_id = '{tx}' ORDER BY time, record_id"
+    )
+    rows, ratios = [], []
+    for name, sql in queries.items():
+
+        def run_sluice():
+            out = subprocess.run(
+                [args.sluice, "query", "--quiet", "--format", "json", "--lake", lake, "-c", sql],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            return json.loads(out)
+
+        def run_duckdb():
+            c = duckdb.connect()
+            c.execute("SET TimeZone = 'UTC'")
+            c.execute(
+                f"CREATE VIEW logs AS SELECT * FROM read_parquet('{lake}/logs/**/*.parquet', "
+                f"hive_partitioning = true, hive_types = {HIVE_TYPES})"
+            )
+            r = c.execute(sql)
+            cols = [d[0] for d in r.description]
+            return [dict(zip(cols, row)) for row in r.fetchall()]
+
+        s, s_out = median_time(run_sluice, args.runs)
+        d, d_out = median_time(run_duckdb, args.runs)
+        same = normalize(s_out) == normalize(d_out)
+        ratios.append(s / d)
+        rows.append({"workload": f"query: {name} (s)", "sluice": s, "duckdb": d, "same_answer": same})
+    rows.append(
+        {
+            "workload": "queries: geometric mean of ratios",
+            "sluice": statistics.geometric_mean(ratios),
+            "duckdb": 1.0,
+            "goal": "<= 1.0",
+        }
+    )
+    return rows
+
+
+def bench_export(args, work, lake):
+    """A CSV export of every row through the export API, against DuckDB's COPY TO csv."""
+    serve = Serve(args.sluice, lake, "--query-only", "--query-rate", "0")
+    times = []
+    for _ in range(args.runs):
+
+        def run():
+            s = http_json("POST", serve.url + "/v1/exports", {"sql": "SELECT * FROM logs", "protect_formulas": False})
+            while s.get("state") in (None, "RUNNING"):
+                time.sleep(0.05)
+                s = http_json("GET", f"{serve.url}/v1/exports/{s['id']}")
+            assert s["state"] == "SUCCEEDED", s
+            with urllib.request.urlopen(serve.url + s["download_url"], timeout=600) as r:
+                with open(os.path.join(work, "export.csv"), "wb") as f:
+                    shutil.copyfileobj(r, f, 1 << 20)
+            return s["rows"]
+
+        t, n = timed(run)
+        times.append(t)
+    rss = serve.peak_rss_mib()
+    serve.stop()
+    size = os.path.getsize(os.path.join(work, "export.csv"))
+    dst = os.path.join(work, "duck.csv")
+    d, _ = median_time(
+        lambda: duckdb.connect().execute(
+            f"COPY (SELECT * FROM read_parquet('{lake}/logs/**/*.parquet', hive_partitioning = true)) TO '{dst}' (HEADER)"
+        ),
+        args.runs,
+    )
+    s = statistics.median(times)
+    return [
+        {"workload": f"export {n:,} rows to CSV (MiB/s)", "sluice": size / 2**20 / s,
+         "duckdb": os.path.getsize(dst) / 2**20 / d, "goal": ">= DuckDB"},
+        {"workload": "export: server peak RSS (MiB)", "sluice": rss, "duckdb": None, "goal": "<= 300"},
+    ]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sluice", required=True)
+    p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--skip-transform", action="store_true")
+    args = p.parse_args()
+    work = tempfile.mkdtemp(prefix="sluice-bench-")
+    try:
+        data = os.path.join(work, "records.ndjson")
+        log(f"==> generating {args.records:,} records (72 hours, 8 organizations)")
+        subprocess.run(
+            [args.sluice, "generate", "--records", str(args.records), "--orgs", "8", "--hours", "72", "-o", data],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        rows = []
+        if not args.skip_transform:
+            log("==> transform")
+            rows.append(bench_transform(args))
+        log("==> ingest")
+        ingest_rows, lake = bench_ingest(args, work, data)
+        rows += ingest_rows
+        log("==> queries")
+        rows += bench_queries(args, lake)
+        log("==> export")
+        rows += bench_export(args, work, lake)
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+        print(f"\nsluice vs DuckDB {duckdb.__version__} — {args.records:,} records, median of {args.runs} runs, {machine}\n")
+        print(f"| workload | sluice | DuckDB | sluice / DuckDB | goal | same answer |")
+        print("|---|---:|---:|---:|---|---|")
+        for r in rows:
+            s, d = r["sluice"], r["duckdb"]
+            ratio = f"{s / d:.2f}" if d else ""
+            fmt = lambda v: "" if v is None else f"{v:,.2f}"
+            same = {True: "yes", False: "NO"}.get(r.get("same_answer"), "")
+            print(f"| {r['workload']} | {fmt(s)} | {fmt(d)} | {ratio} | {r.get('goal', '')} | {same} |")
+        with open(args.out, "w") as f:
+            json.dump({"records": args.records, "runs": args.runs, "machine": machine,
+                       "duckdb": duckdb.__version__, "results": rows}, f, indent=2)
+        log(f"\nwrote {args.out}")
+        if any(r.get("same_answer") is False for r in rows):
+            log("some answers differ between sluice and DuckDB")
+            sys.exit(1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -267,9 +267,7 @@ impl Moto {
     /// service from the credential scope.
     fn query_api(&self, service: &str, params: &[(&str, &str)]) -> String {
         let body: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect();
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential={KEY}/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        );
+        let auth = moto_auth(service);
         let r = http(
             self.addr(),
             "POST",
@@ -432,12 +430,18 @@ fn tracing_layer_ships_a_services_own_logs_as_valid_records() {
     assert!(messages.recv_timeout(Duration::from_millis(500)).is_err(), "the SDK's event was not shipped");
 }
 
+/// An `Authorization` header moto accepts: it checks no signature but reads the service from the
+/// credential scope.
+fn moto_auth(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={KEY}/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
+
 impl Moto {
     /// One call of an AWS JSON-protocol API (Athena).
     fn json_api(&self, service: &str, target: &str, body: &Value) -> Value {
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential={KEY}/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        );
+        let auth = moto_auth(service);
         let r = http(
             self.addr(),
             "POST",

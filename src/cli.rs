@@ -33,6 +33,8 @@ enum Command {
     Publish(crate::ingest_cmds::PublishArgs),
     /// Backfill NDJSON or CSV files straight into the lake (no server needed).
     Import(crate::ingest_cmds::ImportArgs),
+    /// Merge the small files of closed hours into files of a target size (default 128 MiB).
+    Compact(crate::compact_cmd::CompactArgs),
     /// Re-ingest the records of the error output (after a log type was added, say).
     Replay(crate::ingest_cmds::ReplayArgs),
     /// Run SQL over the lake (tables logs, logs_<type>, events), like datafusion-cli.
@@ -131,6 +133,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => return crate::ingest_cmds::serve(*a, registry, cli.schemas),
         Command::Publish(a) => return crate::ingest_cmds::publish(a, registry),
         Command::Import(a) => return crate::ingest_cmds::import(a, registry),
+        Command::Compact(a) => return crate::compact_cmd::run(a, registry),
         Command::Replay(a) => return crate::ingest_cmds::replay(a, registry),
         Command::Query(a) => return crate::query_cmd::query(a, registry),
         Command::Export(a) => return crate::export_cmd::export(a, registry),

@@ -1,6 +1,7 @@
 //! `sluice`: flags are parsed here; everything else happens in the library crates.
 
 mod cli;
+mod compact_cmd;
 mod export_cmd;
 mod ingest_cmds;
 mod query_cmd;

@@ -63,6 +63,9 @@ pub enum Error {
         /// The underlying error.
         source: csv::Error,
     },
+    /// `sluice compact` cannot run or cannot merge a folder.
+    #[error("compaction: {0}")]
+    Compaction(String),
 }
 
 impl Error {

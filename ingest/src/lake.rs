@@ -129,19 +129,7 @@ pub struct LakeStats {
 impl Lake {
     /// Reads the metadata of a Parquet file from its footer (a suffix of the file, not all of it).
     pub async fn footer(&self, m: &object_store::ObjectMeta) -> Result<parquet::file::metadata::ParquetMetaData> {
-        let size = m.size;
-        let mut suffix = size.min(64 * 1024);
-        loop {
-            let bytes = self.store.get_range(&m.location, size - suffix..size).await?;
-            let mut r = parquet::file::metadata::ParquetMetaDataReader::new();
-            match r.try_parse_sized(&bytes, size) {
-                Ok(()) => return Ok(r.finish()?),
-                Err(parquet::errors::ParquetError::NeedMoreData(n)) if (n as u64) <= size && n as u64 > suffix => {
-                    suffix = n as u64
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        read_footer(self.store.as_ref(), m).await
     }
 
     /// Counts files and rows (from Parquet footers) and error records.
@@ -150,7 +138,7 @@ impl Lake {
         let mut stats = LakeStats::default();
         let logs = self.key("logs");
         let metas: Vec<object_store::ObjectMeta> = self.store.list(Some(&logs)).try_collect().await?;
-        for m in metas {
+        for m in crate::compact::LiveView::new(Arc::clone(&self.store)).live(metas).await? {
             let key = m.location.to_string();
             if !key.ends_with(".parquet") {
                 continue;
@@ -169,5 +157,25 @@ impl Lake {
             stats.error_records += bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
         }
         Ok(stats)
+    }
+}
+
+/// Reads the metadata of a Parquet file from its footer (a suffix of the file, not all of it).
+pub async fn read_footer(
+    store: &dyn ObjectStore,
+    m: &object_store::ObjectMeta,
+) -> Result<parquet::file::metadata::ParquetMetaData> {
+    let size = m.size;
+    let mut suffix = size.min(64 * 1024);
+    loop {
+        let bytes = store.get_range(&m.location, size - suffix..size).await?;
+        let mut r = parquet::file::metadata::ParquetMetaDataReader::new();
+        match r.try_parse_sized(&bytes, size) {
+            Ok(()) => return Ok(r.finish()?),
+            Err(parquet::errors::ParquetError::NeedMoreData(n)) if (n as u64) <= size && n as u64 > suffix => {
+                suffix = n as u64
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }

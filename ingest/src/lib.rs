@@ -2,6 +2,7 @@ pub mod batch;
 pub mod body;
 pub mod client;
 pub mod columnar;
+pub mod compact;
 pub mod config;
 pub mod error;
 pub mod errors;

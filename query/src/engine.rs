@@ -23,6 +23,7 @@ use datafusion::{
 use futures::StreamExt;
 use object_store::ObjectStore;
 use sluice_auth::Orgs;
+use sluice_ingest::compact::LiveView;
 use sluice_schemas::Registry;
 use url::Url;
 
@@ -186,7 +187,10 @@ impl Engine {
     }
 
     /// An engine over `store`, whose lake root is `url` (used with custom stores in tests).
+    /// Every listing goes through [`LiveView`], so files that `sluice compact` replaced are never
+    /// read next to the file that replaced them.
     pub fn with_store(store: Arc<dyn ObjectStore>, url: Url, registry: Registry, config: EngineConfig) -> Result<Self> {
+        let store: Arc<dyn ObjectStore> = Arc::new(LiveView::new(store));
         let caches = CacheManager::try_new(
             &CacheManagerConfig::default().with_list_files_cache_ttl(Some(config.list_cache_ttl)),
         )?;

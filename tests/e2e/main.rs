@@ -3,6 +3,7 @@
 mod auth;
 mod aws;
 mod cli;
+mod compact;
 mod pipeline;
 mod query;
 mod support;

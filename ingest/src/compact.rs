@@ -1,0 +1,611 @@
+//! Compaction of closed hours, and the rule that makes its swap atomic for readers.
+//!
+//! Ingest writes one file per partition per flush, so a busy lake collects thousands of small
+//! files; each costs a listing entry, a footer read and a zstd frame of its own. [`compact`]
+//! merges the files of each partition folder whose hour is closed into files of a target size
+//! (default 128 MiB). It never merges across folders.
+//!
+//! **The swap.** An object store cannot replace a set of files at once, so the swap is a rule
+//! that every sluice reader applies to what it lists ([`LiveView`]): a merged file is named
+//! `compacted-{uuid}.parquet`, and its Parquet key-value metadata `sluice.replaces` holds the
+//! names of the files of its folder that it replaces (and what those replaced in turn). A file is
+//! part of the lake unless a merged file of its folder names it. The merged file appears in one
+//! step (a completed multipart upload on S3, a rename on disk), so a reader sees the old files or
+//! the merged one, never both and never neither. The old files are deleted after a grace period
+//! that lets queries which listed them before the swap finish reading them.
+//!
+//! **Crashes.** Before the merged file is complete nothing is visible (its staging file is not a
+//! `.parquet` file); after that the lake reads the same whether or not the old files are deleted
+//! yet, and the next run deletes what a crash left behind. One compactor runs at a time: the lock
+//! object `_sluice/compact.lock` is created only if absent.
+//!
+//! Readers that list folders themselves (DuckDB, Athena) do not know the rule: between the swap
+//! and the deletes they see both. The README says how to schedule compaction around that.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arrow_array::{RecordBatch, new_null_array};
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use futures::{FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, path::Path,
+};
+use parquet::{
+    arrow::{
+        AsyncArrowWriter, ParquetRecordBatchStreamBuilder, arrow_reader::ArrowReaderOptions,
+        async_reader::AsyncFileReader,
+    },
+    file::metadata::{KeyValue, ParquetMetaData},
+};
+use sluice_schemas::{Partition, Registry};
+
+use crate::{
+    columnar::writer_properties,
+    error::{Error, Result},
+    lake::{Lake, read_footer, sync_file_and_dir},
+};
+
+/// File name prefix of a merged file.
+pub const COMPACTED_PREFIX: &str = "compacted-";
+/// Parquet key-value metadata of a merged file: a JSON list of the file names it replaces.
+pub const REPLACES_KEY: &str = "sluice.replaces";
+/// Default size of a merged file.
+pub const DEFAULT_TARGET_BYTES: u64 = 128 << 20;
+
+fn file_name(p: &Path) -> &str {
+    p.as_ref().rsplit_once('/').map_or(p.as_ref(), |(_, n)| n)
+}
+
+fn folder(p: &Path) -> &str {
+    p.as_ref().rsplit_once('/').map_or("", |(f, _)| f)
+}
+
+fn is_compacted(p: &Path) -> bool {
+    let name = file_name(p);
+    name.starts_with(COMPACTED_PREFIX) && name.ends_with(".parquet")
+}
+
+/// An object store that lists only the live files of the lake: a file that a merged file of the
+/// same folder replaces is left out of every listing. Reads and writes pass through.
+#[derive(Clone)]
+pub struct LiveView {
+    inner: Arc<dyn ObjectStore>,
+    /// Merged file → (its size, the names it replaces). Merged files are never rewritten in place
+    /// (each has a fresh name), so the size only guards against a foreign file of that name.
+    replaced: Arc<Mutex<HashMap<Path, Replaced>>>,
+}
+
+/// A merged file's size and the names it replaces.
+type Replaced = (u64, Arc<BTreeSet<String>>);
+
+impl fmt::Debug for LiveView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveView").field("inner", &self.inner.to_string()).finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for LiveView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LiveView({})", self.inner)
+    }
+}
+
+impl LiveView {
+    /// A view over `inner`.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner, replaced: Arc::default() }
+    }
+
+    /// The names a merged file replaces, from its footer (cached).
+    pub async fn replaced_by(&self, m: &ObjectMeta) -> Result<Arc<BTreeSet<String>>> {
+        if let Some((size, set)) = self.replaced.lock().expect("not poisoned").get(&m.location)
+            && *size == m.size
+        {
+            return Ok(Arc::clone(set));
+        }
+        let meta = read_footer(self.inner.as_ref(), m).await?;
+        let value = meta
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|k| k.key == REPLACES_KEY))
+            .and_then(|k| k.value.clone())
+            .unwrap_or_else(|| "[]".into());
+        let names: BTreeSet<String> = serde_json::from_str(&value)
+            .map_err(|source| Error::Json { what: format!("{REPLACES_KEY} of {}", m.location), source })?;
+        let set = Arc::new(names);
+        self.replaced.lock().expect("not poisoned").insert(m.location.clone(), (m.size, Arc::clone(&set)));
+        Ok(set)
+    }
+
+    /// The live objects of a listing: those no merged file of their folder replaces.
+    pub async fn live(&self, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
+        let mut hidden: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        for m in objects.iter().filter(|m| is_compacted(&m.location)) {
+            let names = self.replaced_by(m).await?;
+            hidden.entry(folder(&m.location)).or_default().extend(names.iter().cloned());
+        }
+        if hidden.is_empty() {
+            return Ok(objects);
+        }
+        let keep: Vec<bool> = objects
+            .iter()
+            .map(|m| !hidden.get(folder(&m.location)).is_some_and(|h| h.contains(file_name(&m.location))))
+            .collect();
+        Ok(objects.into_iter().zip(keep).filter_map(|(m, k)| k.then_some(m)).collect())
+    }
+}
+
+fn store_error(e: Error) -> object_store::Error {
+    object_store::Error::Generic { store: "sluice lake", source: Box::new(e) }
+}
+
+#[async_trait]
+impl ObjectStore for LiveView {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[std::ops::Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let listing = self.inner.list(prefix);
+        let view = self.clone();
+        futures::stream::once(async move {
+            let all: Vec<ObjectMeta> = listing.try_collect().await?;
+            let live = view.live(all).await.map_err(store_error)?;
+            Ok::<_, object_store::Error>(futures::stream::iter(live.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let mut listing = self.inner.list_with_delimiter(prefix).await?;
+        listing.objects = self.live(std::mem::take(&mut listing.objects)).await.map_err(store_error)?;
+        Ok(listing)
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// Settings of a compaction run.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Only hours that ended at least this long ago are compacted.
+    pub older_than: Duration,
+    /// Size of a merged file: files are merged until their total reaches it.
+    pub target_bytes: u64,
+    /// How long replaced files stay after the swap, for queries that listed them before it.
+    pub grace: Duration,
+    /// Report what would be merged without writing or deleting anything.
+    pub dry_run: bool,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        Self {
+            older_than: Duration::from_secs(3600),
+            target_bytes: DEFAULT_TARGET_BYTES,
+            grace: Duration::from_secs(60),
+            dry_run: false,
+        }
+    }
+}
+
+/// What a compaction run did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default)]
+pub struct CompactReport {
+    /// Partition folders in the lake.
+    pub folders: u64,
+    /// Folders whose hour is closed.
+    pub closed: u64,
+    /// Folders where files were merged.
+    pub compacted: u64,
+    /// Live data files and their bytes before the run.
+    pub files_before: u64,
+    /// Bytes of those files.
+    pub bytes_before: u64,
+    /// Live data files after the run.
+    pub files_after: u64,
+    /// Bytes of those files.
+    pub bytes_after: u64,
+    /// Rows rewritten into merged files.
+    pub rows: u64,
+    /// Replaced files deleted (including those an earlier, interrupted run left).
+    pub deleted: u64,
+    /// Folders left as they were, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Progress of a run, for a progress bar.
+#[derive(Debug, Clone, Default)]
+pub struct CompactProgress {
+    /// Folders looked at so far.
+    pub folders_done: u64,
+    /// Folders to look at.
+    pub folders: u64,
+    /// Bytes of input merged so far.
+    pub bytes_merged: u64,
+    /// What is happening, when it is not merging.
+    pub phase: &'static str,
+}
+
+/// The lock that keeps two compactors off one lake.
+struct Lock<'a> {
+    lake: &'a Lake,
+    key: Path,
+}
+
+impl<'a> Lock<'a> {
+    async fn take(lake: &'a Lake) -> Result<Option<Lock<'a>>> {
+        let key = lake.key("_sluice/compact.lock");
+        let body = serde_json::json!({
+            "pid": std::process::id(),
+            "started": Utc::now().to_rfc3339(),
+        })
+        .to_string();
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match lake.store().put_opts(&key, PutPayload::from(body), opts).await {
+            Ok(_) => Ok(Some(Lock { lake, key })),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let holder = match lake.store().get(&key).await {
+                    Ok(r) => String::from_utf8_lossy(&r.bytes().await?).into_owned(),
+                    Err(_) => "unknown".into(),
+                };
+                Err(Error::Compaction(format!(
+                    "another `sluice compact` holds this lake ({holder}); if that run is no longer alive, \
+                     delete {} and run again",
+                    key
+                )))
+            }
+            Err(object_store::Error::NotImplemented { .. }) => {
+                tracing::warn!("this store cannot create objects conditionally: run one `sluice compact` at a time");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn release(self) -> Result<()> {
+        self.lake.store().delete(&self.key).await?;
+        Ok(())
+    }
+}
+
+/// One partition folder of the lake.
+struct Folder {
+    path: String,
+    closes: DateTime<Utc>,
+    files: Vec<ObjectMeta>,
+}
+
+/// Merges the small files of closed hours (see the module documentation).
+pub async fn compact(
+    lake: &Lake,
+    registry: &Registry,
+    opts: &CompactOptions,
+    mut progress: impl FnMut(&CompactProgress),
+) -> Result<CompactReport> {
+    let lock = if opts.dry_run { None } else { Lock::take(lake).await? };
+    let result = run(lake, registry, opts, &mut progress).await;
+    if let Some(lock) = lock {
+        lock.release().await?;
+    }
+    result
+}
+
+async fn run(
+    lake: &Lake,
+    registry: &Registry,
+    opts: &CompactOptions,
+    progress: &mut impl FnMut(&CompactProgress),
+) -> Result<CompactReport> {
+    let mut report = CompactReport::default();
+    let mut state = CompactProgress { phase: "listing the lake", ..Default::default() };
+    progress(&state);
+    let logs = lake.key("logs");
+    let logs_prefix = format!("{logs}/");
+    let view = LiveView::new(Arc::clone(lake.store()));
+    let all: Vec<ObjectMeta> = lake.store().list(Some(&logs)).try_collect().await?;
+    let mut folders: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    for m in all.into_iter().filter(|m| m.location.as_ref().ends_with(".parquet")) {
+        folders.entry(folder(&m.location).to_owned()).or_default().push(m);
+    }
+    report.folders = folders.len() as u64;
+    let now = Utc::now();
+    let mut closed = Vec::new();
+    let mut garbage: Vec<Path> = Vec::new();
+    for (path, files) in folders {
+        let live = view.live(files.clone()).await?;
+        let live_names: BTreeSet<&str> = live.iter().map(|m| file_name(&m.location)).collect();
+        garbage
+            .extend(files.iter().filter(|m| !live_names.contains(file_name(&m.location))).map(|m| m.location.clone()));
+        report.files_before += live.len() as u64;
+        report.bytes_before += live.iter().map(|m| m.size).sum::<u64>();
+        let Some(partition) = path.strip_prefix(&logs_prefix).and_then(Partition::parse_path) else {
+            report.skipped.push((path, "not a partition folder".into()));
+            continue;
+        };
+        let closes = hour_start(&partition) + chrono::Duration::hours(1);
+        let older_than = chrono::Duration::from_std(opts.older_than).unwrap_or(chrono::TimeDelta::MAX);
+        if closes.checked_add_signed(older_than).is_none_or(|t| t > now) {
+            continue;
+        }
+        closed.push(Folder { path, closes, files: live });
+    }
+    report.closed = closed.len() as u64;
+    report.files_after = report.files_before;
+    report.bytes_after = report.bytes_before;
+    state.folders = closed.len() as u64;
+    state.phase = "merging";
+    progress(&state);
+
+    let schema: SchemaRef = Arc::new(registry.lake_arrow_schema());
+    let mut replaced: Vec<Path> = Vec::new();
+    for f in closed {
+        let bins = bins(&f.files, opts.target_bytes);
+        if !bins.is_empty() {
+            report.compacted += 1;
+        }
+        for bin in bins {
+            let in_bytes: u64 = bin.iter().map(|m| m.size).sum();
+            if opts.dry_run {
+                report.files_after -= bin.len() as u64 - 1;
+                state.bytes_merged += in_bytes;
+                continue;
+            }
+            match merge(lake, &view, &schema, &f.path, &bin).await {
+                Ok(merged) => {
+                    report.rows += merged.rows;
+                    report.files_after -= bin.len() as u64 - 1;
+                    report.bytes_after = report.bytes_after - in_bytes + merged.bytes;
+                    replaced.extend(bin.iter().map(|m| m.location.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(folder = %f.path, closes = %f.closes, error = %e, "folder left as it was");
+                    report.skipped.push((f.path.clone(), e.to_string()));
+                }
+            }
+            state.bytes_merged += in_bytes;
+            progress(&state);
+        }
+        state.folders_done += 1;
+        progress(&state);
+    }
+    if opts.dry_run {
+        report.deleted = garbage.len() as u64;
+        return Ok(report);
+    }
+    if !replaced.is_empty() && !opts.grace.is_zero() {
+        state.phase = "waiting for queries that listed the old files";
+        progress(&state);
+        tokio::time::sleep(opts.grace).await;
+    }
+    replaced.extend(garbage);
+    state.phase = "deleting replaced files";
+    progress(&state);
+    let n = replaced.len() as u64;
+    let deleted: Vec<Path> = lake
+        .store()
+        .delete_stream(futures::stream::iter(replaced.into_iter().map(Ok)).boxed())
+        .filter_map(|r| async move {
+            match r {
+                Ok(p) => Some(Ok(p)),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .try_collect()
+        .await?;
+    report.deleted = deleted.len() as u64;
+    tracing::debug!(asked = n, deleted = report.deleted, "replaced files deleted");
+    Ok(report)
+}
+
+fn hour_start(p: &Partition) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(i32::from(p.year), u32::from(p.month), u32::from(p.day), u32::from(p.hour), 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Groups a folder's live files, in name order, into runs whose total size stays within
+/// `target`; only runs of two or more files are worth merging.
+fn bins(files: &[ObjectMeta], target: u64) -> Vec<Vec<ObjectMeta>> {
+    let mut sorted: Vec<&ObjectMeta> = files.iter().collect();
+    sorted.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut out = Vec::new();
+    let mut bin: Vec<ObjectMeta> = Vec::new();
+    let mut bytes = 0;
+    for m in sorted {
+        if !bin.is_empty() && bytes + m.size > target {
+            out.push(std::mem::take(&mut bin));
+            bytes = 0;
+        }
+        bytes += m.size;
+        bin.push(m.clone());
+    }
+    out.push(bin);
+    out.retain(|b| b.len() >= 2);
+    out
+}
+
+struct Merged {
+    rows: u64,
+    bytes: u64,
+}
+
+/// Merges `bin` (files of the folder `folder`) into one new file and returns what it holds.
+/// Nothing is visible until the new file is complete; the old files are not touched.
+async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, bin: &[ObjectMeta]) -> Result<Merged> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for m in bin {
+        names.insert(file_name(&m.location).to_owned());
+        if is_compacted(&m.location) {
+            names.extend(view.replaced_by(m).await?.iter().cloned());
+        }
+    }
+    let replaces = serde_json::to_string(&names).map_err(|source| Error::Json { what: REPLACES_KEY.into(), source })?;
+    let props = writer_properties()
+        .into_builder()
+        .set_key_value_metadata(Some(vec![KeyValue::new(REPLACES_KEY.to_owned(), replaces)]))
+        .build();
+    let key = Path::from(format!("{folder}/{COMPACTED_PREFIX}{}.parquet", uuid::Uuid::new_v4()));
+    let store = Arc::clone(lake.store());
+    let mut writer = AsyncArrowWriter::try_new(
+        object_store::buffered::BufWriter::new(Arc::clone(&store), key.clone()),
+        Arc::clone(schema),
+        Some(props),
+    )?;
+    let mut expected = 0u64;
+    let mut written = 0u64;
+    for m in bin {
+        let source = Source { store: Arc::clone(&store), meta: m.clone() };
+        let builder = ParquetRecordBatchStreamBuilder::new(source).await?;
+        expected += builder.metadata().file_metadata().num_rows() as u64;
+        let file_schema = Arc::clone(builder.schema());
+        for f in file_schema.fields() {
+            if schema.field_with_name(f.name()).is_err() {
+                return Err(Error::Compaction(format!(
+                    "{}: column {:?} is not in the lake schema (was a log type removed?)",
+                    m.location,
+                    f.name()
+                )));
+            }
+        }
+        let mut batches = builder.with_batch_size(8192).build()?;
+        while let Some(batch) = batches.try_next().await? {
+            written += batch.num_rows() as u64;
+            writer.write(&align(&batch, schema, &m.location)?).await?;
+        }
+    }
+    let meta = writer.close().await?;
+    let rows = meta.file_metadata().num_rows() as u64;
+    if rows != expected || written != expected {
+        // The merged file must not stand in for the old ones: take it away again.
+        store.delete(&key).await?;
+        return Err(Error::Compaction(format!(
+            "merging {} files read {written} rows and wrote {rows}, but their footers say {expected}",
+            bin.len()
+        )));
+    }
+    if let Some(root) = lake.local_root() {
+        let file = root.join(key.as_ref());
+        tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))??;
+    }
+    let bytes = store.head(&key).await?.size;
+    Ok(Merged { rows, bytes })
+}
+
+/// A data file read through the object store, its footer read as [`read_footer`] does.
+struct Source {
+    store: Arc<dyn ObjectStore>,
+    meta: ObjectMeta,
+}
+
+fn parquet_error(e: impl std::error::Error + Send + Sync + 'static) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for Source {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { self.store.get_range(&self.meta.location, range).await.map_err(parquet_error) }.boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move { self.store.get_ranges(&self.meta.location, &ranges).await.map_err(parquet_error) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move { read_footer(self.store.as_ref(), &self.meta).await.map(Arc::new).map_err(parquet_error) }.boxed()
+    }
+}
+
+/// A batch of a data file in the columns of the lake schema: a column the file lacks (it was
+/// written before the column existed) is all nulls.
+fn align(batch: &RecordBatch, schema: &SchemaRef, file: &Path) -> Result<RecordBatch> {
+    let have = batch.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match have.column_with_name(f.name()) {
+            Some((i, h)) if h.data_type() == f.data_type() => Ok(Arc::clone(batch.column(i))),
+            Some((_, h)) => Err(Error::Compaction(format!(
+                "{file}: column {:?} is {} there but {} in the lake schema",
+                f.name(),
+                h.data_type(),
+                f.data_type()
+            ))),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            None => Err(Error::Compaction(format!("{file}: the required column {:?} is missing", f.name()))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, size: u64) -> ObjectMeta {
+        ObjectMeta { location: Path::from(name), last_modified: Utc::now(), size, e_tag: None, version: None }
+    }
+
+    #[test]
+    fn bins_stay_within_the_target_and_skip_lone_files() {
+        let files = [meta("d/a", 40), meta("d/b", 40), meta("d/c", 40), meta("d/big", 500), meta("d/e", 10)];
+        let names = |b: &Vec<ObjectMeta>| b.iter().map(|m| file_name(&m.location).to_owned()).collect::<Vec<_>>();
+        let out: Vec<Vec<String>> = bins(&files, 100).iter().map(names).collect();
+        // Name order: a, b, big, c, e → [a, b] (80), [big] alone, [c, e] (50).
+        assert_eq!(out, vec![vec!["a", "b"], vec!["c", "e"]]);
+        assert!(bins(&[meta("d/a", 10)], 100).is_empty());
+    }
+}

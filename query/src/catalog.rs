@@ -8,21 +8,35 @@
 //! `year/month/day/hour` fields are a local hour rather than the UTC one (every UTC offset is
 //! within ±14 h).
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, Field, SchemaRef};
 use async_trait::async_trait;
 use datafusion::{
     catalog::{Session, TableProvider},
+    common::{
+        DFSchema,
+        tree_node::{Transformed, TreeNode},
+    },
     datasource::{
         TableType,
         file_format::parquet::ParquetFormat,
-        listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
+        listing::{
+            ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile,
+            helpers::{expr_applicable_for_cols, filter_partitioned_file},
+        },
+        physical_plan::{FileGroup, FileScanConfigBuilder},
+        table_schema::TableSchema,
     },
-    logical_expr::{Expr, Operator, TableProviderFilterPushDown, col, lit},
+    execution::object_store::ObjectStoreUrl,
+    logical_expr::{Expr, Operator, TableProviderFilterPushDown, col, expr::InList, lit},
     physical_plan::{ExecutionPlan, empty::EmptyExec, union::UnionExec},
     scalar::ScalarValue,
 };
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use sluice_auth::Orgs;
 use sluice_schemas::{Registry, arrow_schema, partition_columns, validate_partition_value};
@@ -45,7 +59,13 @@ pub struct LakeTable {
     scope: Orgs,
     store: Arc<dyn ObjectStore>,
     prefix: object_store::path::Path,
+    store_url: ObjectStoreUrl,
+    file_schema: SchemaRef,
 }
+
+/// Most partition folders a scan enumerates and lists itself; a scan that would touch more
+/// leaves the listing to DataFusion (one listing under the longest common prefix).
+pub const MAX_PINNED_FOLDERS: usize = 256;
 
 impl LakeTable {
     /// The `logs` table of the lake whose `logs/` folder is at `logs_url` in `store`, seeing the
@@ -63,8 +83,9 @@ impl LakeTable {
             .with_table_partition_cols(partition_fields());
         let schema = Arc::new(arrow_schema(&registry.lake_columns()));
         let prefix = url.prefix().clone();
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-        Ok(Self { inner: ListingTable::try_new(config)?, scope, store, prefix })
+        let store_url = url.object_store();
+        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(&schema));
+        Ok(Self { inner: ListingTable::try_new(config)?, scope, store, prefix, store_url, file_schema: schema })
     }
 
     /// The environments in the lake: the valid `environment=…` folders under `logs/`.
@@ -81,6 +102,235 @@ impl LakeTable {
             .filter(|e| validate_partition_value(e).is_ok())
             .collect())
     }
+
+    /// The partition folders a scan needs, when the filters pin the hour (or day) so that
+    /// there are at most [`MAX_PINNED_FOLDERS`] of them: each level is either pinned by the
+    /// filters (`col = v`, `col IN (…)`, and the scope for `organization`) or listed with a
+    /// delimiter. `None` when the filters do not narrow the scan that far.
+    async fn pinned_folders(&self, filters: &[Expr]) -> datafusion::error::Result<Option<Vec<Vec<String>>>> {
+        let mut pins = pinned_values(filters);
+        if !pins.contains_key("hour") && !pins.contains_key("day") {
+            return Ok(None);
+        }
+        if let Orgs::Some(orgs) = &self.scope {
+            let allowed: BTreeSet<String> = orgs.iter().cloned().collect();
+            let orgs = match pins.remove("organization") {
+                Some(p) => p.intersection(&allowed).cloned().collect(),
+                None => allowed,
+            };
+            pins.insert("organization".into(), orgs);
+        }
+        let mut folders: Vec<Vec<String>> = vec![Vec::new()];
+        for (name, _) in partition_fields() {
+            let mut next = Vec::new();
+            for f in &folders {
+                let values: Vec<String> = match pins.get(&name) {
+                    Some(v) => v.iter().cloned().collect(),
+                    None => self.list_values(f, &name).await?,
+                };
+                for v in values {
+                    let mut path = f.clone();
+                    path.push(format!("{name}={v}"));
+                    next.push(path);
+                }
+                if next.len() > MAX_PINNED_FOLDERS {
+                    return Ok(None);
+                }
+            }
+            folders = next;
+        }
+        Ok(Some(folders))
+    }
+
+    /// The values of the partition column `name` present under the folder `at`.
+    async fn list_values(&self, at: &[String], name: &str) -> datafusion::error::Result<Vec<String>> {
+        let mut path = self.prefix.clone();
+        for part in at {
+            path = path.join(part.as_str());
+        }
+        let listing = match self.store.list_with_delimiter(Some(&path)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let key = format!("{name}=");
+        Ok(listing.common_prefixes.iter().filter_map(|p| p.filename()?.strip_prefix(&key).map(str::to_owned)).collect())
+    }
+
+    /// A scan of the files in `folders` (from [`LakeTable::pinned_folders`]): listed here, one
+    /// listing per folder, each file kept only if its partition values pass every filter on
+    /// partition columns (those filters are exact: nothing above the scan applies them again).
+    async fn scan_folders(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        folders: Vec<Vec<String>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let fields = partition_fields();
+        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        let partition_filters: Vec<Expr> =
+            filters.iter().filter(|f| expr_applicable_for_cols(&names, f)).cloned().collect();
+        let df_schema = DFSchema::from_unqualified_fields(
+            fields.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect(),
+            Default::default(),
+        )?;
+        let listings = futures::stream::iter(folders.into_iter().map(|folder| async move {
+            let mut path = self.prefix.clone();
+            for part in &folder {
+                path = path.join(part.as_str());
+            }
+            let files: Vec<object_store::ObjectMeta> = match self.store.list(Some(&path)).try_collect().await {
+                Ok(f) => f,
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(datafusion::error::DataFusionError::from(e)),
+            };
+            Ok((folder, files))
+        }))
+        .buffer_unordered(state.config_options().execution.meta_fetch_concurrency.get())
+        .try_collect::<Vec<_>>()
+        .await?;
+        let mut files = Vec::new();
+        for (folder, metas) in listings {
+            let values = folder
+                .iter()
+                .zip(&fields)
+                .map(|(part, (name, ty))| {
+                    let v = part.strip_prefix(name.as_str()).and_then(|v| v.strip_prefix('=')).unwrap_or(part);
+                    ScalarValue::try_from_string(v.to_owned(), ty)
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            for m in metas {
+                let in_folder = m.location.as_ref().rsplit_once('/').is_some_and(|(dir, _)| {
+                    dir.rsplit('/').next().is_some_and(|last| folder.last().is_some_and(|f| f == last))
+                });
+                if !in_folder || m.size == 0 || !m.location.as_ref().ends_with(".parquet") {
+                    continue;
+                }
+                let mut pf = PartitionedFile::from(m);
+                pf.partition_values = values.clone();
+                if let Some(pf) = filter_partitioned_file(pf, &partition_filters, &df_schema)? {
+                    files.push(pf);
+                }
+            }
+        }
+        if files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema().project(p)?),
+                None => self.schema(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let n = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = (0..n.min(files.len())).map(|_| Vec::new()).collect();
+        let count = groups.len();
+        for (i, f) in files.into_iter().enumerate() {
+            groups[i % count].push(f);
+        }
+        let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
+            .with_table_partition_cols(
+                fields.iter().map(|(n, t)| Arc::new(Field::new(n, t.clone(), false))).collect::<Vec<_>>(),
+            )
+            .build();
+        let format = &self.inner.options().format;
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), format.file_source(table_schema))
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
+
+/// The values that conjuncts `col = v` and `col IN (v, …)` pin partition columns to, spelled as
+/// their folder names spell them (`month=01`).
+fn pinned_values(filters: &[Expr]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut pins: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut pin = |name: &str, values: BTreeSet<String>| match pins.get_mut(name) {
+        Some(have) => *have = have.intersection(&values).cloned().collect(),
+        None => {
+            pins.insert(name.to_owned(), values);
+        }
+    };
+    for f in filters {
+        for c in split_and(f) {
+            let (name, lits): (&str, Vec<&Expr>) = match c {
+                Expr::BinaryExpr(b) if b.op == Operator::Eq => match (b.left.as_ref(), b.right.as_ref()) {
+                    (Expr::Column(c), l @ Expr::Literal(..)) | (l @ Expr::Literal(..), Expr::Column(c)) => {
+                        (c.name.as_str(), vec![l])
+                    }
+                    _ => continue,
+                },
+                Expr::InList(InList { expr, list, negated: false }) => match expr.as_ref() {
+                    Expr::Column(c) => (c.name.as_str(), list.iter().collect()),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let Some(values) = lits.iter().map(|l| folder_value(name, l)).collect::<Option<BTreeSet<String>>>() else {
+                continue;
+            };
+            pin(name, values);
+        }
+    }
+    pins
+}
+
+/// A literal as the folder name of partition column `name` spells it; `None` when it cannot be
+/// one (then the filter does not pin the column, and DataFusion evaluates it).
+fn folder_value(name: &str, e: &Expr) -> Option<String> {
+    let Expr::Literal(v, _) = e else { return None };
+    let width = match name {
+        "environment" | "organization" | "logtype" => {
+            let (ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) = v
+            else {
+                return None;
+            };
+            return validate_partition_value(s).is_ok().then(|| s.clone());
+        }
+        "year" => 4,
+        "month" | "day" | "hour" => 2,
+        _ => return None,
+    };
+    let n = match v {
+        ScalarValue::Int64(Some(n)) => *n,
+        ScalarValue::Int32(Some(n)) => i64::from(*n),
+        ScalarValue::Int16(Some(n)) => i64::from(*n),
+        ScalarValue::Int8(Some(n)) => i64::from(*n),
+        ScalarValue::UInt32(Some(n)) => i64::from(*n),
+        ScalarValue::UInt16(Some(n)) => i64::from(*n),
+        ScalarValue::UInt8(Some(n)) => i64::from(*n),
+        _ => return None,
+    };
+    (0..10i64.pow(width)).contains(&n).then(|| format!("{n:0width$}", width = width as usize))
+}
+
+/// `col = v` on the integer partition columns as `col IN (v)`: DataFusion turns equalities on
+/// leading partition columns into a listing prefix spelled `month=1`, while the folders are
+/// `month=01`, so such a prefix would find no files.
+fn unprefixed(filters: &[Expr]) -> datafusion::error::Result<Vec<Expr>> {
+    let is_int_partition =
+        |e: &Expr| matches!(e, Expr::Column(c) if matches!(c.name.as_str(), "year" | "month" | "day" | "hour"));
+    filters
+        .iter()
+        .map(|f| {
+            f.clone()
+                .transform_up(|e| {
+                    let Expr::BinaryExpr(b) = &e else { return Ok(Transformed::no(e)) };
+                    if b.op != Operator::Eq {
+                        return Ok(Transformed::no(e));
+                    }
+                    let (c, l) = match (b.left.as_ref(), b.right.as_ref()) {
+                        (c, l @ Expr::Literal(..)) if is_int_partition(c) => (c, l),
+                        (l @ Expr::Literal(..), c) if is_int_partition(c) => (c, l),
+                        _ => return Ok(Transformed::no(e)),
+                    };
+                    Ok(Transformed::yes(c.clone().in_list(vec![l.clone()], false)))
+                })
+                .map(|t| t.data)
+        })
+        .collect()
 }
 
 /// Microseconds since the epoch of a timestamp literal.
@@ -196,10 +446,13 @@ impl TableProvider for LakeTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let mut filters = filters.to_vec();
+        let mut filters = unprefixed(filters)?;
         let (lo, hi) = time_bounds(&filters);
         if let Some(f) = hour_partition_filter(lo, hi) {
             filters.push(f);
+        }
+        if let Some(folders) = self.pinned_folders(&filters).await? {
+            return self.scan_folders(state, projection, &filters, limit, folders).await;
         }
         let Orgs::Some(orgs) = &self.scope else { return self.inner.scan(state, projection, &filters, limit).await };
         let mut scans = Vec::new();

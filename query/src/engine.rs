@@ -5,8 +5,10 @@
 //! * Each query runs in its own session with its own memory pool (a clean
 //!   `ResourcesExhausted` error past the limit), under a timeout, and can be cancelled by dropping
 //!   its stream.
-//! * Listings, file statistics and Parquet footers are cached across queries; the listing cache
-//!   expires after [`EngineConfig::list_cache_ttl`], so new files are seen within it.
+//! * File statistics and Parquet footers are cached across queries. Listings are not:
+//!   DataFusion's listing cache lists the whole table on every miss (and keeps nothing past 1 MiB
+//!   of entries, a few thousand files), while a scan here lists only the folders its partition
+//!   filters leave (see [`crate::catalog::LakeTable`]); every query also sees the newest files.
 
 use std::{sync::Arc, time::Duration};
 
@@ -41,8 +43,6 @@ pub struct EngineConfig {
     pub memory_limit: usize,
     /// Time per query.
     pub timeout: Duration,
-    /// How long a listing of the lake is reused.
-    pub list_cache_ttl: Duration,
     /// Threads per query.
     pub target_partitions: usize,
 }
@@ -53,7 +53,6 @@ impl Default for EngineConfig {
             max_sql_bytes: 64 * 1024,
             memory_limit: 512 << 20,
             timeout: Duration::from_secs(300),
-            list_cache_ttl: Duration::from_secs(2),
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -191,9 +190,7 @@ impl Engine {
     /// read next to the file that replaced them.
     pub fn with_store(store: Arc<dyn ObjectStore>, url: Url, registry: Registry, config: EngineConfig) -> Result<Self> {
         let store: Arc<dyn ObjectStore> = Arc::new(LiveView::new(store));
-        let caches = CacheManager::try_new(
-            &CacheManagerConfig::default().with_list_files_cache_ttl(Some(config.list_cache_ttl)),
-        )?;
+        let caches = CacheManager::try_new(&CacheManagerConfig::default().with_list_files_cache_limit(0))?;
         let logs_url =
             url.join("logs/").map_err(|e| Error::Lake { url: url.to_string(), reason: e.to_string() })?.to_string();
         Ok(Self { url, logs_url, store, registry, config, caches, scope: Orgs::All })
@@ -223,8 +220,7 @@ impl Engine {
     /// A session over the lake with its own memory pool and the shared caches.
     pub async fn session(&self) -> Result<SessionContext> {
         let caches = CacheManagerConfig::default()
-            .with_list_files_cache(self.caches.get_list_files_cache())
-            .with_list_files_cache_ttl(Some(self.config.list_cache_ttl))
+            .with_list_files_cache_limit(0)
             .with_file_statistics_cache(self.caches.get_file_statistic_cache())
             .with_file_metadata_cache(Some(self.caches.get_file_metadata_cache()));
         let runtime = RuntimeEnvBuilder::new()

@@ -10,6 +10,7 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use chrono::{Datelike, Timelike};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -182,6 +183,20 @@ fn tenants_never_see_each_others_rows_through_any_endpoint() {
         let text = query_text(addr, &acme, sql);
         assert!(!leaks(&text), "{sql} leaked another tenant's rows: {text}");
     }
+    // Pinned hours: the scan lists partition folders itself, within the scope all the same.
+    let hours =
+        [chrono::Utc::now() - chrono::Duration::minutes(31), chrono::Utc::now() - chrono::Duration::minutes(29)];
+    let pins = format!(
+        "day IN ({}, {}) AND hour IN ({}, {})",
+        hours[0].day(),
+        hours[1].day(),
+        hours[0].hour(),
+        hours[1].hour()
+    );
+    let pinned = query_text(addr, &acme, &format!("SELECT organization, description FROM logs WHERE {pins}"));
+    assert!(!leaks(&pinned) && pinned.matches("SENTINEL-acme").count() == 3, "{pinned}");
+    let text = query_text(addr, &acme, &format!("SELECT * FROM logs WHERE organization = 'globex' AND {pins}"));
+    assert!(!leaks(&text), "a pinned scan leaked: {text}");
     let mine = query_text(addr, &acme, "SELECT description, environment, organization FROM logs");
     assert!(mine.contains("SENTINEL-acme") && mine.contains("\"dev\"") && mine.contains("\"prod\""), "{mine}");
     assert!(query_text(addr, &acme, "SELECT description FROM events").contains("SENTINEL-acme event"));

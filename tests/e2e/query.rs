@@ -466,6 +466,13 @@ const ANALYST_QUERIES: &[&str] = &[
     "SELECT logtype, sum(array_length(events)) AS events FROM logs GROUP BY logtype ORDER BY logtype",
     "SELECT environment, day, avg(status_code) AS avg_status FROM logs WHERE status_code IS NOT NULL \
      GROUP BY environment, day ORDER BY environment, day",
+    // Equalities on every leading partition column, the integer ones included (their folders
+    // are zero-padded: `month=01`), and pinned hours that the scan lists folder by folder.
+    "SELECT logtype, count(*) AS n FROM logs WHERE environment = 'prod' AND organization = '1001' \
+     AND logtype = 'agw' AND year = 2025 AND month = 1 GROUP BY logtype",
+    "SELECT logtype, count(*) AS n FROM logs WHERE organization = '1000' AND hour IN (7, 10, 11, 12) AND day = 1 \
+     AND logtype <> 'hub' GROUP BY logtype ORDER BY logtype",
+    "SELECT count(*) AS n FROM logs WHERE 2025 = year AND 1 = month AND day = 1 AND hour = 99",
 ];
 
 #[test]

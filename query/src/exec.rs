@@ -431,6 +431,7 @@ async fn run(
     let mut json = (output == Output::Rows).then(|| BufWriter::new(file));
     let mut header = false;
     let (mut rows, mut bytes) = (0u64, 0u64);
+    let mut last_report = std::time::Instant::now();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if let Some(w) = csv.as_mut() {
@@ -443,6 +444,12 @@ async fn run(
             write_json_rows(w, &batch, &mut rows, &mut bytes)?;
         }
         check_result_size(bytes, config)?;
+        // Summing the plan's metrics costs a walk over one metric set per file scanned so far:
+        // after every batch, that made a scan of many small files quadratic.
+        if last_report.elapsed() < REPORT_EVERY {
+            continue;
+        }
+        last_report = std::time::Instant::now();
         report(entry, &plan, rows, bytes, |scanned| {
             // Parquet bytes read of all the bytes the scan may read: an estimate that stays
             // below 1 until the end (projection and pruning read less than everything).
@@ -563,6 +570,9 @@ async fn run_athena(
 
 /// Publishes rows and bytes written, the scan's metrics and the progress computed from the bytes
 /// scanned.
+/// How often a running execution's status (rows, bytes, progress) is brought up to date.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn report(entry: &Entry, plan: &Arc<dyn ExecutionPlan>, rows: u64, bytes: u64, progress: impl Fn(u64) -> f64) {
     let (mut scanned, mut files) = (0, 0);
     sum_metrics(plan, &mut scanned, &mut files);

@@ -5,7 +5,8 @@
 //! * Each query runs in its own session with its own memory pool (a clean
 //!   `ResourcesExhausted` error past the limit), under a timeout, and can be cancelled by dropping
 //!   its stream.
-//! * File statistics and Parquet footers are cached across queries. Listings are not:
+//! * Parquet footers are cached across queries (16 MiB). File statistics are not collected, and
+//!   listings are not cached:
 //!   DataFusion's listing cache lists the whole table on every miss (and keeps nothing past 1 MiB
 //!   of entries, a few thousand files), while a scan here lists only the folders its partition
 //!   filters leave (see [`crate::catalog::LakeTable`]); every query also sees the newest files.
@@ -57,6 +58,10 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// Parquet footers kept across queries (DataFusion's default is 50 MiB; a footer of a small
+/// file of the lake is 10–20 KiB).
+const METADATA_CACHE_BYTES: usize = 16 << 20;
 
 /// The lake as a SQL engine.
 #[derive(Debug, Clone)]
@@ -190,7 +195,11 @@ impl Engine {
     /// read next to the file that replaced them.
     pub fn with_store(store: Arc<dyn ObjectStore>, url: Url, registry: Registry, config: EngineConfig) -> Result<Self> {
         let store: Arc<dyn ObjectStore> = Arc::new(LiveView::new(store));
-        let caches = CacheManager::try_new(&CacheManagerConfig::default().with_list_files_cache_limit(0))?;
+        let caches = CacheManager::try_new(
+            &CacheManagerConfig::default()
+                .with_list_files_cache_limit(0)
+                .with_metadata_cache_limit(METADATA_CACHE_BYTES),
+        )?;
         let logs_url =
             url.join("logs/").map_err(|e| Error::Lake { url: url.to_string(), reason: e.to_string() })?.to_string();
         Ok(Self { url, logs_url, store, registry, config, caches, scope: Orgs::All })
@@ -221,6 +230,7 @@ impl Engine {
     pub async fn session(&self) -> Result<SessionContext> {
         let caches = CacheManagerConfig::default()
             .with_list_files_cache_limit(0)
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES)
             .with_file_statistics_cache(self.caches.get_file_statistic_cache())
             .with_file_metadata_cache(Some(self.caches.get_file_metadata_cache()));
         let runtime = RuntimeEnvBuilder::new()
@@ -232,6 +242,11 @@ impl Engine {
             .with_target_partitions(self.config.target_partitions)
             .with_default_catalog_and_schema("sluice", "lake");
         config.options_mut().execution.parquet.pushdown_filters = true;
+        // File statistics would be gathered from every file's footer while planning and kept
+        // for the whole scan (about 40 KiB a file here): on a lake of many small files that was
+        // a third of an export's memory and most of its planning time. Partition pruning and
+        // the row-group statistics in each footer still apply.
+        config.options_mut().execution.collect_statistics = false;
         config.options_mut().sql_parser.recursion_limit = datafusion::config::ConfigNonZeroUsize::try_new(200)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_object_store(&self.url, Arc::clone(&self.store));

@@ -185,7 +185,10 @@ fn sum_metrics(plan: &Arc<dyn ExecutionPlan>, bytes: &mut u64, files: &mut u64) 
     if let Some(cfg) =
         plan.downcast_ref::<DataSourceExec>().and_then(|ds| ds.data_source().downcast_ref::<FileScanConfig>())
     {
-        *files += cfg.file_groups.iter().map(|g| g.len() as u64).sum::<u64>();
+        // A large file may be split into byte ranges across partitions: count it once.
+        let distinct: std::collections::HashSet<&object_store::path::Path> =
+            cfg.file_groups.iter().flat_map(|g| g.iter()).map(|f| &f.object_meta.location).collect();
+        *files += distinct.len() as u64;
     }
     for c in plan.children() {
         sum_metrics(c, bytes, files);

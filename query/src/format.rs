@@ -153,14 +153,17 @@ impl<W: Write> CsvWriter<W> {
 
     fn field(&mut self, s: &str, text: bool) -> io::Result<()> {
         let protect = self.protect_formulas && text && risky(s);
+        let d = self.delimiter;
         let quote = protect
-            || s.bytes().any(|b| b == self.delimiter || b == b'"' || b == b'\n' || b == b'\r')
+            || s.bytes().any(|b| b == d || b == b'"' || b == b'\n' || b == b'\r')
             || s.starts_with(' ')
             || s.ends_with(' ');
-        let mut buf = Vec::with_capacity(s.len() + 4);
-        if quote {
-            buf.push(b'"');
+        if !quote {
+            self.bytes += s.len() as u64;
+            return self.out.write_all(s.as_bytes());
         }
+        let mut buf = Vec::with_capacity(s.len() + 4);
+        buf.push(b'"');
         if protect {
             buf.push(b'\'');
         }
@@ -170,11 +173,44 @@ impl<W: Write> CsvWriter<W> {
             }
             buf.push(b);
         }
-        if quote {
-            buf.push(b'"');
-        }
+        buf.push(b'"');
         self.bytes += buf.len() as u64;
         self.out.write_all(&buf)
+    }
+
+    /// A cell of a column known to hold numbers or booleans: never quoted.
+    fn plain(&mut self, v: impl std::fmt::Display) -> io::Result<()> {
+        let mut buf = [0u8; 40];
+        let mut cursor = io::Cursor::new(&mut buf[..]);
+        write!(cursor, "{v}")?;
+        let n = cursor.position() as usize;
+        self.bytes += n as u64;
+        self.out.write_all(&buf[..n])
+    }
+
+    /// Writes cell `i` of `c`: strings and numbers straight from the array, everything else
+    /// through [`text_value`].
+    fn cell(&mut self, c: &dyn Array, i: usize, text: bool) -> io::Result<()> {
+        if c.is_null(i) {
+            return Ok(());
+        }
+        let any = c.as_any();
+        if let Some(a) = any.downcast_ref::<StringArray>() {
+            return self.field(a.value(i), text);
+        }
+        if let Some(a) = any.downcast_ref::<StringViewArray>() {
+            return self.field(a.value(i), text);
+        }
+        if let Some(a) = any.downcast_ref::<Int64Array>() {
+            return self.plain(a.value(i));
+        }
+        if let Some(a) = any.downcast_ref::<BooleanArray>() {
+            return self.plain(a.value(i));
+        }
+        match text_value(c, i) {
+            Some(v) => self.field(&v, text),
+            None => Ok(()),
+        }
     }
 
     fn end_row(&mut self) -> io::Result<()> {
@@ -199,9 +235,7 @@ impl<W: Write> CsvWriter<W> {
                 if j > 0 {
                     self.sep()?;
                 }
-                if let Some(v) = text_value(c.as_ref(), i) {
-                    self.field(&v, text[j])?;
-                }
+                self.cell(c.as_ref(), i, text[j])?;
             }
             self.end_row()?;
             self.rows += 1;

@@ -11,7 +11,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Fields, SchemaRef};
 use parquet::{
-    arrow::ArrowWriter,
+    arrow::{ArrowWriter, arrow_writer::ArrowWriterOptions},
     basic::{Compression, ZstdLevel},
     file::properties::{EnabledStatistics, WriterProperties},
 };
@@ -150,21 +150,33 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> 
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
-/// Writer settings of every data file: zstd, statistics per page, row groups of
-/// [`ROW_GROUP_ROWS`].
-pub fn writer_properties() -> WriterProperties {
+/// Files of fewer rows get statistics per column chunk only: each of their columns is a single
+/// page, so a page index would repeat the chunk's statistics (and cost about 70 bytes a column).
+pub const PAGE_INDEX_MIN_ROWS: usize = 20_000;
+
+/// Writer settings of a data file of `rows` rows: zstd, statistics per page (per column chunk
+/// below [`PAGE_INDEX_MIN_ROWS`]), row groups of [`ROW_GROUP_ROWS`].
+pub fn writer_properties(rows: usize) -> WriterProperties {
+    let stats = if rows < PAGE_INDEX_MIN_ROWS { EnabledStatistics::Chunk } else { EnabledStatistics::Page };
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_statistics_enabled(stats)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
         .build()
 }
 
+/// Writer options of a data file: no `ARROW:schema` copy in the footer (2.4 KB a file, most of a
+/// small file's footer). The Parquet types alone read back as the lake schema's Arrow types
+/// (strings, `Int64`, `Boolean`, `Timestamp(µs, "UTC")`, the `events` list of structs).
+pub fn writer_options(rows: usize) -> ArrowWriterOptions {
+    ArrowWriterOptions::new().with_properties(writer_properties(rows)).with_skip_arrow_metadata(true)
+}
+
 /// Encodes rows as one Parquet file in memory.
 pub fn encode_parquet(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(rows.len() * 128 + 4096);
-    let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_properties()))?;
+    let mut w = ArrowWriter::try_new_with_options(&mut buf, schema.clone(), writer_options(rows.len()))?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
         w.write(&rows_to_batch(registry, schema, chunk)?)?;
     }

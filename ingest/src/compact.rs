@@ -42,7 +42,7 @@ use object_store::{
 use parquet::{
     arrow::{
         AsyncArrowWriter, ParquetRecordBatchStreamBuilder, arrow_reader::ArrowReaderOptions,
-        async_reader::AsyncFileReader,
+        arrow_writer::ArrowWriterOptions, async_reader::AsyncFileReader,
     },
     file::metadata::{KeyValue, ParquetMetaData},
 };
@@ -486,23 +486,28 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
         }
     }
     let replaces = serde_json::to_string(&names).map_err(|source| Error::Json { what: REPLACES_KEY.into(), source })?;
-    let props = writer_properties()
+    let mut expected = 0u64;
+    let mut sources = Vec::with_capacity(bin.len());
+    for m in bin {
+        let source = Source { store: Arc::clone(lake.store()), meta: m.clone() };
+        let builder = ParquetRecordBatchStreamBuilder::new(source).await?;
+        expected += builder.metadata().file_metadata().num_rows() as u64;
+        sources.push((m, builder));
+    }
+    let rows = usize::try_from(expected).unwrap_or(usize::MAX);
+    let props = writer_properties(rows)
         .into_builder()
         .set_key_value_metadata(Some(vec![KeyValue::new(REPLACES_KEY.to_owned(), replaces)]))
         .build();
     let key = Path::from(format!("{folder}/{COMPACTED_PREFIX}{}.parquet", uuid::Uuid::new_v4()));
     let store = Arc::clone(lake.store());
-    let mut writer = AsyncArrowWriter::try_new(
+    let mut writer = AsyncArrowWriter::try_new_with_options(
         object_store::buffered::BufWriter::new(Arc::clone(&store), key.clone()),
         Arc::clone(schema),
-        Some(props),
+        ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true),
     )?;
-    let mut expected = 0u64;
     let mut written = 0u64;
-    for m in bin {
-        let source = Source { store: Arc::clone(&store), meta: m.clone() };
-        let builder = ParquetRecordBatchStreamBuilder::new(source).await?;
-        expected += builder.metadata().file_metadata().num_rows() as u64;
+    for (m, builder) in sources {
         let file_schema = Arc::clone(builder.schema());
         for f in file_schema.fields() {
             if schema.field_with_name(f.name()).is_err() {

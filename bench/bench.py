@@ -165,7 +165,9 @@ def bench_ingest(args, work, data):
     results = {"sluice": [], "duckdb": []}
     for i in range(args.runs):
         lake = os.path.join(work, f"ingest-sluice-{i}")
-        serve = Serve(args.sluice, lake, "--buffer-interval", "900")
+        # 60 s, the default: with a long interval and ~14k partitions, buffers of 1M records pin
+        # the whole write-ahead log and the server answers 503 until the interval ends.
+        serve = Serve(args.sluice, lake, "--buffer-interval", "60")
         t, _ = timed(
             lambda: (
                 subprocess.run(

@@ -354,6 +354,7 @@ async fn run(
     }
     report.folders = folders.len() as u64;
     let now = Utc::now();
+    let older_than = chrono::Duration::from_std(opts.older_than).unwrap_or(chrono::TimeDelta::MAX);
     let mut closed = Vec::new();
     let mut garbage: Vec<Path> = Vec::new();
     for (path, files) in folders {
@@ -368,7 +369,6 @@ async fn run(
             continue;
         };
         let closes = hour_start(&partition) + chrono::Duration::hours(1);
-        let older_than = chrono::Duration::from_std(opts.older_than).unwrap_or(chrono::TimeDelta::MAX);
         if closes.checked_add_signed(older_than).is_none_or(|t| t > now) {
             continue;
         }

@@ -142,13 +142,14 @@ impl LakeTable {
         Ok(Some(folders))
     }
 
+    /// The key of the folder `logs/{parts…}`.
+    fn folder_path(&self, parts: &[String]) -> object_store::path::Path {
+        parts.iter().fold(self.prefix.clone(), |p, part| p.join(part.as_str()))
+    }
+
     /// The values of the partition column `name` present under the folder `at`.
     async fn list_values(&self, at: &[String], name: &str) -> datafusion::error::Result<Vec<String>> {
-        let mut path = self.prefix.clone();
-        for part in at {
-            path = path.join(part.as_str());
-        }
-        let listing = match self.store.list_with_delimiter(Some(&path)).await {
+        let listing = match self.store.list_with_delimiter(Some(&self.folder_path(at))).await {
             Ok(l) => l,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -177,12 +178,8 @@ impl LakeTable {
             Default::default(),
         )?;
         let listings = futures::stream::iter(folders.into_iter().map(|folder| async move {
-            let mut path = self.prefix.clone();
-            for part in &folder {
-                path = path.join(part.as_str());
-            }
-            let files: Vec<object_store::ObjectMeta> = match self.store.list(Some(&path)).try_collect().await {
-                Ok(f) => f,
+            let files = match self.store.list_with_delimiter(Some(&self.folder_path(&folder))).await {
+                Ok(l) => l.objects,
                 Err(object_store::Error::NotFound { .. }) => Vec::new(),
                 Err(e) => return Err(datafusion::error::DataFusionError::from(e)),
             };
@@ -202,10 +199,7 @@ impl LakeTable {
                 })
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             for m in metas {
-                let in_folder = m.location.as_ref().rsplit_once('/').is_some_and(|(dir, _)| {
-                    dir.rsplit('/').next().is_some_and(|last| folder.last().is_some_and(|f| f == last))
-                });
-                if !in_folder || m.size == 0 || !m.location.as_ref().ends_with(".parquet") {
+                if m.size == 0 || !m.location.as_ref().ends_with(".parquet") {
                     continue;
                 }
                 let mut pf = PartitionedFile::from(m);

@@ -165,9 +165,11 @@ def bench_ingest(args, work, data):
     results = {"sluice": [], "duckdb": []}
     for i in range(args.runs):
         lake = os.path.join(work, f"ingest-sluice-{i}")
-        # 60 s, the default: with a long interval and ~14k partitions, buffers of 1M records pin
-        # the whole write-ahead log and the server answers 503 until the interval ends.
-        serve = Serve(args.sluice, lake, "--buffer-interval", "60")
+        # Random times over 72 hours keep ~14k partitions open at once. Open buffers get half the
+        # memory budget, so the budget decides the file size (budget / 2 / open partitions); 2 GiB
+        # of this 24 GiB machine, the default log (1 GiB, relieved at half full) and the default
+        # 60 s interval.
+        serve = Serve(args.sluice, lake, "--buffer-interval", "60", "--memory-budget", "2048")
         t, _ = timed(
             lambda: (
                 subprocess.run(

@@ -3,7 +3,7 @@
 //! Shared by the delivery stream, `sluice import` and `sluice replay`.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -56,6 +56,21 @@ struct Buf<T> {
 impl<T> Buf<T> {
     fn new(seq: u64) -> Self {
         Self { items: Vec::new(), bytes: 0, min_seq: seq, max_seq: seq, opened: Instant::now() }
+    }
+
+    /// Adds `item` with sequence number `seq`, keeping `by_seq` (buffers by smallest sequence
+    /// number) up to date.
+    fn push(&mut self, by_seq: &mut BTreeMap<u64, Key>, key: impl FnOnce() -> Key, seq: u64, item: T, size: u64) {
+        if self.items.is_empty() || seq < self.min_seq {
+            if !self.items.is_empty() {
+                by_seq.remove(&self.min_seq);
+            }
+            self.min_seq = seq;
+            by_seq.insert(seq, key());
+        }
+        self.items.push(item);
+        self.bytes += size;
+        self.max_seq = self.max_seq.max(seq);
     }
 }
 
@@ -144,19 +159,29 @@ impl Job {
     }
 }
 
+/// Which buffer: a partition's, or an error hour's.
+#[derive(Debug, Clone)]
+enum Key {
+    Rows(Partition),
+    Errors(i64),
+}
+
 /// Buffers per partition and per error hour.
 #[derive(Debug)]
 pub struct Batcher {
     hints: BufferHints,
     rows: HashMap<Partition, Buf<Row>>,
     errors: HashMap<i64, Buf<ErrorRecord>>,
+    /// Every buffer by its smallest sequence number (unique: a sequence number is one item), so
+    /// the oldest buffer is found without a scan when thousands of partitions are open.
+    by_seq: BTreeMap<u64, Key>,
     bytes: u64,
 }
 
 impl Batcher {
     /// An empty batcher.
     pub fn new(hints: BufferHints) -> Self {
-        Self { hints, rows: HashMap::new(), errors: HashMap::new(), bytes: 0 }
+        Self { hints, rows: HashMap::new(), errors: HashMap::new(), by_seq: BTreeMap::new(), bytes: 0 }
     }
 
     /// Bytes buffered.
@@ -171,7 +196,7 @@ impl Batcher {
 
     /// Smallest sequence number buffered.
     pub fn min_seq(&self) -> Option<u64> {
-        self.rows.values().map(|b| b.min_seq).chain(self.errors.values().map(|b| b.min_seq)).min()
+        self.by_seq.keys().next().copied()
     }
 
     /// Adds an item; returns the buffer as a job when it reached its size.
@@ -180,28 +205,25 @@ impl Batcher {
             Item::Row { partition, row, size } => {
                 self.bytes += size;
                 let buf = self.rows.entry(partition.clone()).or_insert_with(|| Buf::new(seq));
-                buf.items.push(*row);
-                buf.bytes += size;
-                buf.min_seq = buf.min_seq.min(seq);
-                buf.max_seq = buf.max_seq.max(seq);
-                (buf.bytes >= self.hints.size_bytes).then(|| self.take_rows(&partition)).flatten()
+                buf.push(&mut self.by_seq, || Key::Rows(partition.clone()), seq, *row, size);
+                let full = buf.bytes >= self.hints.size_bytes;
+                full.then(|| self.take_rows(&partition)).flatten()
             }
             Item::Error(e) => {
                 let size = e.raw_data.len() as u64 + e.error_message.len() as u64 + 128;
                 self.bytes += size;
                 let hour = e.arrival_timestamp.div_euclid(3_600_000);
                 let buf = self.errors.entry(hour).or_insert_with(|| Buf::new(seq));
-                buf.items.push(e);
-                buf.bytes += size;
-                buf.min_seq = buf.min_seq.min(seq);
-                buf.max_seq = buf.max_seq.max(seq);
-                (buf.bytes >= self.hints.size_bytes).then(|| self.take_errors(hour)).flatten()
+                buf.push(&mut self.by_seq, || Key::Errors(hour), seq, e, size);
+                let full = buf.bytes >= self.hints.size_bytes;
+                full.then(|| self.take_errors(hour)).flatten()
             }
         }
     }
 
     fn take_rows(&mut self, p: &Partition) -> Option<Job> {
         let b = self.rows.remove(p)?;
+        self.by_seq.remove(&b.min_seq);
         self.bytes -= b.bytes;
         Some(Job {
             target: Target::Data { partition: p.clone(), rows: b.items },
@@ -213,6 +235,7 @@ impl Batcher {
 
     fn take_errors(&mut self, hour: i64) -> Option<Job> {
         let b = self.errors.remove(&hour)?;
+        self.by_seq.remove(&b.min_seq);
         self.bytes -= b.bytes;
         let start = DateTime::<Utc>::from_timestamp(hour * 3600, 0).unwrap_or_default();
         Some(Job {
@@ -241,13 +264,9 @@ impl Batcher {
 
     /// Takes the buffer holding the oldest record (smallest sequence number).
     pub fn take_oldest(&mut self) -> Option<Job> {
-        let row = self.rows.iter().min_by_key(|(_, b)| b.min_seq).map(|(p, b)| (b.min_seq, p.clone()));
-        let err = self.errors.iter().min_by_key(|(_, b)| b.min_seq).map(|(h, b)| (b.min_seq, *h));
-        match (row, err) {
-            (Some((rs, p)), Some((es, _))) if rs <= es => self.take_rows(&p),
-            (Some((_, p)), None) => self.take_rows(&p),
-            (_, Some((_, h))) => self.take_errors(h),
-            (None, None) => None,
+        match self.by_seq.first_key_value()?.1.clone() {
+            Key::Rows(p) => self.take_rows(&p),
+            Key::Errors(h) => self.take_errors(h),
         }
     }
 
@@ -258,5 +277,83 @@ impl Batcher {
         let mut jobs: Vec<Job> = parts.iter().filter_map(|p| self.take_rows(p)).collect();
         jobs.extend(hours.into_iter().filter_map(|h| self.take_errors(h)));
         jobs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row_item(hour: u8) -> Item {
+        let partition = Partition {
+            environment: "prod".into(),
+            organization: "1".into(),
+            logtype: "web".into(),
+            year: 2025,
+            month: 1,
+            day: 1,
+            hour,
+        };
+        let row = Row {
+            record_id: String::new(),
+            time: 0,
+            transaction_id: None,
+            server: None,
+            action: None,
+            r#type: None,
+            description: None,
+            caller: None,
+            success: None,
+            detail: None,
+            events: None,
+            attributes: None,
+            ingested_at: 0,
+            extras: Vec::new(),
+        };
+        Item::Row { partition, row: Box::new(row), size: 100 }
+    }
+
+    fn error_item() -> Item {
+        Item::Error(ErrorRecord::new(b"{", 0, "invalid_json", "bad"))
+    }
+
+    fn first_hour(job: &Job) -> Option<u8> {
+        match &job.target {
+            Target::Data { partition, .. } => Some(partition.hour),
+            Target::Errors { .. } => None,
+        }
+    }
+
+    #[test]
+    fn oldest_buffer_first_across_partitions_and_errors() {
+        let mut b = Batcher::new(BufferHints { size_bytes: 250, interval: Duration::from_secs(60) });
+        assert!(b.add(10, row_item(3)).is_none());
+        assert!(b.add(11, row_item(1)).is_none());
+        assert!(b.add(12, error_item()).is_none());
+        assert!(b.add(13, row_item(3)).is_none());
+        assert_eq!(b.min_seq(), Some(10));
+        // The third row of hour 3 fills its buffer: taken at once, its index entry with it.
+        let full = b.add(14, row_item(3)).expect("buffer of hour 3 reached its size");
+        assert_eq!((full.min_seq, full.max_seq, full.len(), first_hour(&full)), (10, 14, 3, Some(3)));
+        assert_eq!(b.min_seq(), Some(11));
+        assert!(b.add(15, row_item(3)).is_none());
+        let order: Vec<(u64, Option<u8>)> =
+            std::iter::from_fn(|| b.take_oldest()).map(|j| (j.min_seq, first_hour(&j))).collect();
+        assert_eq!(order, [(11, Some(1)), (12, None), (15, Some(3))]);
+        assert_eq!((b.min_seq(), b.bytes(), b.is_empty()), (None, 0, true));
+    }
+
+    #[test]
+    fn an_earlier_sequence_number_moves_the_buffer_forward() {
+        let mut b = Batcher::new(BufferHints { size_bytes: 1 << 20, interval: Duration::from_secs(60) });
+        b.add(20, row_item(1));
+        b.add(21, row_item(2));
+        b.add(5, row_item(2));
+        assert_eq!(b.min_seq(), Some(5));
+        let first = b.take_oldest().expect("two buffers");
+        assert_eq!((first.min_seq, first.max_seq, first_hour(&first)), (5, 21, Some(2)));
+        assert_eq!(b.min_seq(), Some(20));
+        assert_eq!(b.drain().len(), 1);
+        assert_eq!(b.min_seq(), None);
     }
 }

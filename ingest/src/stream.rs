@@ -17,7 +17,7 @@
 //! the log still holds is delivered again (at least once; `record_id` identifies duplicates).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
@@ -156,6 +156,9 @@ impl Pipeline {
             concurrent: config.concurrent_flushes.max(1),
             pending: VecDeque::new(),
             inflight: HashMap::new(),
+            job_bytes: 0,
+            log_relief: None,
+            job_seqs: BTreeMap::new(),
             running: JoinSet::new(),
             next_job: 0,
             next_seq: None,
@@ -327,6 +330,13 @@ struct Delivery {
     pending: VecDeque<(u64, Job)>,
     /// Jobs being written: job id → (smallest sequence number, bytes).
     inflight: HashMap<u64, (u64, u64)>,
+    /// Bytes of the pending and in-flight jobs.
+    job_bytes: u64,
+    /// The watermark the last relief of the log flushed up to.
+    log_relief: Option<u64>,
+    /// Smallest sequence numbers of the pending and in-flight jobs (with counts), for the
+    /// watermark without a scan of thousands of jobs.
+    job_seqs: BTreeMap<u64, usize>,
     running: JoinSet<u64>,
     next_job: u64,
     /// The sequence number after the last item received.
@@ -356,8 +366,10 @@ impl Delivery {
                     None => break,
                 },
                 Some(res) = self.running.join_next(), if !self.running.is_empty() => {
-                    if let Ok(id) = res {
-                        self.inflight.remove(&id);
+                    if let Ok(id) = res
+                        && let Some((seq, bytes)) = self.inflight.remove(&id)
+                    {
+                        self.job_done(seq, bytes);
                     }
                     self.trim().await;
                 }
@@ -388,9 +400,7 @@ impl Delivery {
     }
 
     fn held_bytes(&self) -> u64 {
-        self.batcher.bytes()
-            + self.pending.iter().map(|(_, j)| j.bytes).sum::<u64>()
-            + self.inflight.values().map(|(_, b)| b).sum::<u64>()
+        self.batcher.bytes() + self.job_bytes
     }
 
     fn add(&mut self, first_seq: u64, items: Vec<Item>) {
@@ -406,22 +416,44 @@ impl Delivery {
     fn enqueue(&mut self, job: Job) {
         let id = self.next_job;
         self.next_job += 1;
+        self.job_bytes += job.bytes;
+        *self.job_seqs.entry(job.min_seq).or_default() += 1;
         self.pending.push_back((id, job));
+    }
+
+    fn job_done(&mut self, min_seq: u64, bytes: u64) {
+        self.job_bytes -= bytes;
+        if let Some(n) = self.job_seqs.get_mut(&min_seq) {
+            *n -= 1;
+            if *n == 0 {
+                self.job_seqs.remove(&min_seq);
+            }
+        }
     }
 
     /// Under memory pressure, flush the buffers holding the oldest records first. With the log
     /// over half full, flush the buffers that keep its closed segments alive.
+    ///
+    /// Open buffers get half the memory budget; files waiting for or being written get the rest
+    /// (above it the API answers 503). Pressure is judged on the open buffers alone: counting
+    /// the files already on their way out would flush ever younger buffers while the writers
+    /// catch up, down to files of one row each with thousands of partitions open. For the same
+    /// reason the log is relieved once per watermark: until the buffers flushed for it are in
+    /// the lake, the log stays full without any open buffer being to blame.
     fn relieve(&mut self) {
-        while self.held_bytes() > self.memory_budget * 3 / 4 {
+        while self.batcher.bytes() > self.memory_budget / 2 {
             match self.batcher.take_oldest() {
                 Some(job) => self.enqueue(job),
                 None => break,
             }
         }
+        let relieving = self.log_relief.is_some_and(|until| self.trimmed.is_none_or(|t| t < until));
         if let Some(wal) = &self.wal
+            && !relieving
             && wal.usage() > 0.5
         {
             let active = wal.active_first_seq();
+            self.log_relief = Some(active);
             while self.batcher.min_seq().is_some_and(|s| s < active) {
                 match self.batcher.take_oldest() {
                     Some(job) => self.enqueue(job),
@@ -480,11 +512,8 @@ impl Delivery {
         if let Some(s) = self.batcher.min_seq() {
             w = w.min(s);
         }
-        for (_, j) in &self.pending {
-            w = w.min(j.min_seq);
-        }
-        for (s, _) in self.inflight.values() {
-            w = w.min(*s);
+        if let Some(&s) = self.job_seqs.keys().next() {
+            w = w.min(s);
         }
         Some(w)
     }
@@ -501,5 +530,133 @@ impl Delivery {
             Err(e) => tracing::error!(error = %e, "trimming the write-ahead log failed"),
         }
         self.metrics.wal_bytes.store(bytes.bytes(), Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult, RenameOptions, memory::InMemory, path::Path,
+    };
+
+    use super::*;
+    use crate::{batch::BufferHints, wal::WalConfig};
+
+    /// A store whose writes take `delay`: a lake slower than the records coming in.
+    #[derive(Debug)]
+    struct Slow {
+        inner: InMemory,
+        delay: Duration,
+    }
+
+    impl fmt::Display for Slow {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Slow({})", self.inner)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Slow {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+
+        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> object_store::Result<()> {
+            self.inner.rename_opts(from, to, options).await
+        }
+    }
+
+    /// Thousands of partitions open at once and a lake slower than the input: buffers flushed
+    /// for memory must keep about budget / 2 / partitions bytes each. Counting the files already
+    /// queued for writing as memory to relieve flushed ever younger buffers: files of one row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_pressure_with_many_partitions_keeps_files_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Slow { inner: InMemory::new(), delay: Duration::from_millis(5) });
+        let lake = Lake::with_store(store.clone(), "", "memory:///");
+        let budget = 2 << 20;
+        let config = StreamConfig {
+            hints: BufferHints { size_bytes: 1 << 20, interval: Duration::from_secs(900) },
+            wal: WalConfig { dir: dir.path().join("wal"), segment_bytes: 16 << 20, max_bytes: 256 << 20 },
+            memory_budget: budget,
+            concurrent_flushes: 2,
+        };
+        let (pipeline, _) =
+            Pipeline::start(config, lake, Partitioner::default(), Arc::new(Metrics::default())).await.expect("start");
+        // 200 partitions (hours), records spread over them in turn, 100 records a request.
+        let (partitions, records) = (200, 8_000);
+        let mut sent = 0;
+        while sent < records {
+            while pipeline.overload().is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut body = Vec::new();
+            let mut ranges = Vec::new();
+            for i in sent..sent + 100 {
+                let (day, hour) = (1 + (i % partitions) / 24, (i % partitions) % 24);
+                let start = body.len();
+                body.extend_from_slice(
+                    format!(
+                        r#"{{"organizationID":"7","environment":"prod","logType":"web","time":"2025-01-{day:02}T{hour:02}:30:00Z","server":"s","action":"a","description":"{}"}}"#,
+                        "x".repeat(200)
+                    )
+                    .as_bytes(),
+                );
+                ranges.push(start..body.len());
+            }
+            let r = pipeline.ingest(Bytes::from(body), ranges, Orgs::All).await.expect("ingest");
+            assert_eq!(r.accepted, 100, "{:?}", r.rejected);
+            sent += 100;
+        }
+        pipeline.flush().await.expect("flush");
+        let m = pipeline.metrics();
+        let (files, rows) = (m.files_written.load(Relaxed), m.rows_written.load(Relaxed));
+        assert_eq!(rows, records as u64);
+        // Open buffers hold budget / 2 = 1 MiB ≈ 1,900 records of ~550 bytes: ≈ 9 a partition.
+        let per_file = rows as f64 / files as f64;
+        assert!(per_file >= 5.0, "{files} files for {rows} rows: {per_file:.1} rows a file");
+        pipeline.shutdown().await.expect("shutdown");
     }
 }

@@ -25,7 +25,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -82,6 +82,8 @@ pub struct LiveView {
     /// Merged file → (its size, the names it replaces). Merged files are never rewritten in place
     /// (each has a fresh name), so the size only guards against a foreign file of that name.
     replaced: Arc<Mutex<HashMap<Path, Replaced>>>,
+    /// Bytes read through this view, when counted (see [`LiveView::counting_reads`]).
+    read: Option<Arc<AtomicU64>>,
 }
 
 /// A merged file's size and the names it replaces.
@@ -102,7 +104,18 @@ impl fmt::Display for LiveView {
 impl LiveView {
     /// A view over `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, replaced: Arc::default() }
+        Self { inner, replaced: Arc::default(), read: None }
+    }
+
+    /// The same view (sharing its cache), adding the bytes of every read to `read`.
+    pub fn counting_reads(&self, read: Arc<AtomicU64>) -> Self {
+        Self { read: Some(read), ..self.clone() }
+    }
+
+    fn count(&self, bytes: u64) {
+        if let Some(read) = &self.read {
+            read.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The names a merged file replaces, from its footer (cached).
@@ -168,11 +181,15 @@ impl ObjectStore for LiveView {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        let got = self.inner.get_opts(location, options).await?;
+        self.count(got.range.end - got.range.start);
+        Ok(got)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[std::ops::Range<u64>]) -> object_store::Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
+        let got = self.inner.get_ranges(location, ranges).await?;
+        self.count(got.iter().map(|b| b.len() as u64).sum());
+        Ok(got)
     }
 
     fn delete_stream(

@@ -11,7 +11,10 @@
 //!   of entries, a few thousand files), while a scan here lists only the folders its partition
 //!   filters leave (see [`crate::catalog::LakeTable`]); every query also sees the newest files.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
 use datafusion::{
     arrow::record_batch::RecordBatch,
@@ -63,12 +66,18 @@ impl Default for EngineConfig {
 /// file of the lake is 10–20 KiB).
 const METADATA_CACHE_BYTES: usize = 16 << 20;
 
+/// The bytes a session has read from the lake (a [`SessionConfig`] extension): what an
+/// execution reports as `bytes_scanned`. Counted by the session's object store rather than
+/// summed from the scans' per-file metrics, which DataFusion keeps for every file a scan opens.
+#[derive(Debug)]
+pub struct BytesRead(pub Arc<AtomicU64>);
+
 /// The lake as a SQL engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     url: Url,
     logs_url: String,
-    store: Arc<dyn ObjectStore>,
+    store: LiveView,
     registry: Registry,
     config: EngineConfig,
     caches: Arc<CacheManager>,
@@ -194,7 +203,7 @@ impl Engine {
     /// Every listing goes through [`LiveView`], so files that `sluice compact` replaced are never
     /// read next to the file that replaced them.
     pub fn with_store(store: Arc<dyn ObjectStore>, url: Url, registry: Registry, config: EngineConfig) -> Result<Self> {
-        let store: Arc<dyn ObjectStore> = Arc::new(LiveView::new(store));
+        let store = LiveView::new(store);
         let caches = CacheManager::try_new(
             &CacheManagerConfig::default()
                 .with_list_files_cache_limit(0)
@@ -237,10 +246,12 @@ impl Engine {
             .with_memory_limit(self.config.memory_limit, 1.0)
             .with_cache_manager(caches)
             .build_arc()?;
-        let mut config = SessionConfig::new()
+        let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions)
             .with_default_catalog_and_schema("sluice", "lake");
+        let read = Arc::new(AtomicU64::new(0));
+        let mut config = config.with_extension(Arc::new(BytesRead(Arc::clone(&read))));
         config.options_mut().execution.parquet.pushdown_filters = true;
         // File statistics would be gathered from every file's footer while planning and kept
         // for the whole scan (about 40 KiB a file here): on a lake of many small files that was
@@ -249,8 +260,9 @@ impl Engine {
         config.options_mut().execution.collect_statistics = false;
         config.options_mut().sql_parser.recursion_limit = datafusion::config::ConfigNonZeroUsize::try_new(200)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_object_store(&self.url, Arc::clone(&self.store));
-        let logs = LakeTable::new(&self.logs_url, &self.registry, Arc::clone(&self.store), self.scope.clone())?;
+        let store: Arc<dyn ObjectStore> = Arc::new(self.store.counting_reads(read));
+        ctx.register_object_store(&self.url, Arc::clone(&store));
+        let logs = LakeTable::new(&self.logs_url, &self.registry, store, self.scope.clone())?;
         ctx.register_table("logs", Arc::new(logs))?;
         for lt in self.registry.names() {
             let sql = logtype_view_sql(&self.registry, lt).expect("registered");

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::{
     athena::Athena,
-    engine::Engine,
+    engine::{BytesRead, Engine},
     error::{Error, Result},
     format::{CsvWriter, batch_objects},
 };
@@ -178,20 +178,16 @@ fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     own + plan.children().into_iter().map(scan_bytes).sum::<u64>()
 }
 
-fn sum_metrics(plan: &Arc<dyn ExecutionPlan>, bytes: &mut u64, files: &mut u64) {
-    if let Some(v) = plan.metrics().and_then(|m| m.sum_by_name("bytes_scanned")) {
-        *bytes += v.as_usize() as u64;
-    }
+/// Distinct files the plan's scans may read (a large file may be split into byte ranges across
+/// partitions: it counts once).
+fn scan_files(plan: &Arc<dyn ExecutionPlan>, files: &mut std::collections::HashSet<object_store::path::Path>) {
     if let Some(cfg) =
         plan.downcast_ref::<DataSourceExec>().and_then(|ds| ds.data_source().downcast_ref::<FileScanConfig>())
     {
-        // A large file may be split into byte ranges across partitions: count it once.
-        let distinct: std::collections::HashSet<&object_store::path::Path> =
-            cfg.file_groups.iter().flat_map(|g| g.iter()).map(|f| &f.object_meta.location).collect();
-        *files += distinct.len() as u64;
+        files.extend(cfg.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.location.clone()));
     }
     for c in plan.children() {
-        sum_metrics(c, bytes, files);
+        scan_files(c, files);
     }
 }
 
@@ -420,6 +416,7 @@ async fn run(
     entry: &Entry,
 ) -> Result<()> {
     let total_bytes = scan_bytes(&plan);
+    let scanned = Scanned::new(&plan, &task);
     let columns: Vec<ColumnInfo> = plan
         .schema()
         .fields()
@@ -447,16 +444,15 @@ async fn run(
             write_json_rows(w, &batch, &mut rows, &mut bytes)?;
         }
         check_result_size(bytes, config)?;
-        // Summing the plan's metrics costs a walk over one metric set per file scanned so far:
-        // after every batch, that made a scan of many small files quadratic.
+        // A status update wakes every watcher of the execution: a few a second are enough.
         if last_report.elapsed() < REPORT_EVERY {
             continue;
         }
         last_report = std::time::Instant::now();
-        report(entry, &plan, rows, bytes, |scanned| {
+        report(entry, &scanned, rows, bytes, |read| {
             // Parquet bytes read of all the bytes the scan may read: an estimate that stays
             // below 1 until the end (projection and pruning read less than everything).
-            if total_bytes == 0 { 0.0 } else { (scanned as f64 / total_bytes as f64).min(0.99) }
+            if total_bytes == 0 { 0.0 } else { (read as f64 / total_bytes as f64).min(0.99) }
         });
     }
     if let Some(mut w) = csv {
@@ -471,7 +467,7 @@ async fn run(
     if let Some(mut w) = json {
         w.flush().map_err(|e| Error::Engine(e.to_string()))?;
     }
-    report(entry, &plan, rows, bytes, |_| 1.0);
+    report(entry, &scanned, rows, bytes, |_| 1.0);
     Ok(())
 }
 
@@ -571,19 +567,36 @@ async fn run_athena(
     Ok(())
 }
 
-/// Publishes rows and bytes written, the scan's metrics and the progress computed from the bytes
-/// scanned.
 /// How often a running execution's status (rows, bytes, progress) is brought up to date.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-fn report(entry: &Entry, plan: &Arc<dyn ExecutionPlan>, rows: u64, bytes: u64, progress: impl Fn(u64) -> f64) {
-    let (mut scanned, mut files) = (0, 0);
-    sum_metrics(plan, &mut scanned, &mut files);
+/// What a running execution has done so far: its scans' files, the bytes its session has read.
+struct Scanned {
+    files: u64,
+    read: Option<Arc<BytesRead>>,
+}
+
+impl Scanned {
+    fn new(plan: &Arc<dyn ExecutionPlan>, task: &TaskContext) -> Self {
+        let mut files = std::collections::HashSet::new();
+        scan_files(plan, &mut files);
+        Self { files: files.len() as u64, read: task.session_config().get_extension::<BytesRead>() }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.read.as_ref().map_or(0, |r| r.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// Publishes rows and bytes written, the bytes and files scanned, and the progress computed
+/// from the bytes scanned.
+fn report(entry: &Entry, scanned: &Scanned, rows: u64, bytes: u64, progress: impl Fn(u64) -> f64) {
+    let read = scanned.bytes();
     entry.status.send_modify(|s| {
         s.rows = rows;
         s.bytes = bytes;
-        s.bytes_scanned = scanned;
-        s.files_scanned = files;
-        s.progress = progress(scanned);
+        s.bytes_scanned = read;
+        s.files_scanned = scanned.files;
+        s.progress = progress(read);
     });
 }

@@ -57,8 +57,7 @@ pub fn partition_fields() -> Vec<(String, DataType)> {
 }
 
 /// The `logs` table: the lake's files, listed by partition folder, plus pruning of hour partitions
-/// by `time`, seeing only the
-/// organizations of its scope.
+/// by `time`, seeing only the organizations of its scope.
 #[derive(Debug)]
 pub struct LakeTable {
     inner: ListingTable,

@@ -191,12 +191,15 @@ impl LakeTable {
             if m.size == 0 || !m.location.as_ref().ends_with(".parquet") {
                 continue;
             }
-            let Some(relative) = m.location.prefix_match(&self.prefix) else { continue };
-            let parts: Vec<_> = relative.collect();
-            let Some((_, dirs)) = parts.split_last() else { continue };
-            let key = dirs.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join("/");
-            if folder.as_ref().is_none_or(|(k, _)| *k != key) {
-                folder = Some((key, partition_values(dirs.iter().map(|p| p.as_ref()), &fields)));
+            // Files of one folder are adjacent (sorted): parse a folder's values once.
+            let Some((dir, _)) = m.location.as_ref().rsplit_once('/') else { continue };
+            if folder.as_ref().is_none_or(|(d, _)| d != dir) {
+                let values = m.location.prefix_match(&self.prefix).and_then(|relative| {
+                    let parts: Vec<_> = relative.collect();
+                    let (_, dirs) = parts.split_last()?;
+                    partition_values(dirs.iter().map(|p| p.as_ref()), &fields)
+                });
+                folder = Some((dir.to_owned(), values));
             }
             let Some((_, Some(values))) = &folder else { continue };
             let mut pf = PartitionedFile::from(m);

@@ -169,22 +169,15 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Bytes of the files the plan's scans may read.
-fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let own = plan
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|ds| ds.data_source().downcast_ref::<FileScanConfig>())
-        .map_or(0, |cfg| cfg.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.size).sum::<u64>());
-    own + plan.children().into_iter().map(scan_bytes).sum::<u64>()
-}
-
-/// Distinct files the plan's scans may read (a large file may be split into byte ranges across
-/// partitions: it counts once).
-fn scan_files(plan: &Arc<dyn ExecutionPlan>, files: &mut std::collections::HashSet<object_store::path::Path>) {
+/// The files the plan's scans may read, with their sizes (a large file may be split into byte
+/// ranges across partitions: it counts once).
+fn scan_files(plan: &Arc<dyn ExecutionPlan>, files: &mut std::collections::HashMap<object_store::path::Path, u64>) {
     if let Some(cfg) =
         plan.downcast_ref::<DataSourceExec>().and_then(|ds| ds.data_source().downcast_ref::<FileScanConfig>())
     {
-        files.extend(cfg.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.location.clone()));
+        files.extend(
+            cfg.file_groups.iter().flat_map(|g| g.iter()).map(|f| (f.object_meta.location.clone(), f.object_meta.size)),
+        );
     }
     for c in plan.children() {
         scan_files(c, files);
@@ -415,7 +408,6 @@ async fn run(
     config: &ExecConfig,
     entry: &Entry,
 ) -> Result<()> {
-    let total_bytes = scan_bytes(&plan);
     let scanned = Scanned::new(&plan, &task);
     let columns: Vec<ColumnInfo> = plan
         .schema()
@@ -452,7 +444,7 @@ async fn run(
         report(entry, &scanned, rows, bytes, |read| {
             // Parquet bytes read of all the bytes the scan may read: an estimate that stays
             // below 1 until the end (projection and pruning read less than everything).
-            if total_bytes == 0 { 0.0 } else { (read as f64 / total_bytes as f64).min(0.99) }
+            if scanned.total == 0 { 0.0 } else { (read as f64 / scanned.total as f64).min(0.99) }
         });
     }
     if let Some(mut w) = csv {
@@ -570,17 +562,23 @@ async fn run_athena(
 /// How often a running execution's status (rows, bytes, progress) is brought up to date.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// What a running execution has done so far: its scans' files, the bytes its session has read.
+/// What a running execution may read and has read so far: its scans' files and their bytes,
+/// the bytes its session has read.
 struct Scanned {
     files: u64,
+    total: u64,
     read: Option<Arc<BytesRead>>,
 }
 
 impl Scanned {
     fn new(plan: &Arc<dyn ExecutionPlan>, task: &TaskContext) -> Self {
-        let mut files = std::collections::HashSet::new();
+        let mut files = std::collections::HashMap::new();
         scan_files(plan, &mut files);
-        Self { files: files.len() as u64, read: task.session_config().get_extension::<BytesRead>() }
+        Self {
+            files: files.len() as u64,
+            total: files.values().sum(),
+            read: task.session_config().get_extension::<BytesRead>(),
+        }
     }
 
     fn bytes(&self) -> u64 {

@@ -1,19 +1,22 @@
 //! Normalized rows → Arrow record batches → zstd Parquet, with the lake schema from `schemas/`.
 
-use std::sync::Arc;
+use std::{collections::HashSet, hash::Hash, sync::Arc};
 
 use arrow_array::{
-    ArrayRef, RecordBatch,
+    Array, ArrayRef, RecordBatch,
     builder::{
         BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
         TimestampMicrosecondBuilder,
     },
+    cast::AsArray,
+    types::{Float64Type, Int64Type, TimestampMicrosecondType},
 };
-use arrow_schema::{DataType, Fields, SchemaRef};
+use arrow_schema::{DataType, Fields, SchemaRef, TimeUnit};
 use parquet::{
     arrow::{ArrowWriter, arrow_writer::ArrowWriterOptions},
     basic::{Compression, ZstdLevel},
     file::properties::{EnabledStatistics, WriterProperties},
+    schema::types::ColumnPath,
 };
 use sluice_schemas::{ExtraType, ExtraValue, Registry, Row, UTC};
 
@@ -60,6 +63,11 @@ fn events_array(rows: &[&Row], event_fields: &Fields) -> ArrayRef {
     Arc::new(list.finish())
 }
 
+/// The value of extra column `idx` of a row.
+fn extra_value(r: &Row, idx: usize) -> Option<&ExtraValue> {
+    r.extras.iter().find(|(i, _)| *i == idx).map(|(_, v)| v)
+}
+
 /// Builds a record batch of the lake schema from rows.
 pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> Result<RecordBatch> {
     let n = rows.len();
@@ -92,12 +100,11 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> 
     }
     cols.push(Arc::new(ingested.finish()));
     for (idx, extra) in registry.extras().iter().enumerate() {
-        let value = |r: &&Row| r.extras.iter().find(|(i, _)| *i == idx).map(|(_, v)| v.clone());
         let array: ArrayRef = match extra.ty {
             ExtraType::String | ExtraType::Json => {
                 let mut b = StringBuilder::with_capacity(n, n * 8);
                 for r in rows {
-                    match value(r) {
+                    match extra_value(r, idx) {
                         Some(ExtraValue::String(s) | ExtraValue::Json(s)) => b.append_value(s),
                         _ => b.append_null(),
                     }
@@ -107,8 +114,8 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> 
             ExtraType::Bigint => {
                 let mut b = Int64Builder::with_capacity(n);
                 for r in rows {
-                    b.append_option(match value(r) {
-                        Some(ExtraValue::Bigint(v)) => Some(v),
+                    b.append_option(match extra_value(r, idx) {
+                        Some(&ExtraValue::Bigint(v)) => Some(v),
                         _ => None,
                     });
                 }
@@ -117,8 +124,8 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> 
             ExtraType::Double => {
                 let mut b = Float64Builder::with_capacity(n);
                 for r in rows {
-                    b.append_option(match value(r) {
-                        Some(ExtraValue::Double(v)) => Some(v),
+                    b.append_option(match extra_value(r, idx) {
+                        Some(&ExtraValue::Double(v)) => Some(v),
                         _ => None,
                     });
                 }
@@ -127,8 +134,8 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> 
             ExtraType::Boolean => {
                 let mut b = BooleanBuilder::with_capacity(n);
                 for r in rows {
-                    b.append_option(match value(r) {
-                        Some(ExtraValue::Boolean(v)) => Some(v),
+                    b.append_option(match extra_value(r, idx) {
+                        Some(&ExtraValue::Boolean(v)) => Some(v),
                         _ => None,
                     });
                 }
@@ -137,8 +144,8 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> 
             ExtraType::Timestamp => {
                 let mut b = ts();
                 for r in rows {
-                    b.append_option(match value(r) {
-                        Some(ExtraValue::Timestamp(v)) => Some(v),
+                    b.append_option(match extra_value(r, idx) {
+                        Some(&ExtraValue::Timestamp(v)) => Some(v),
                         _ => None,
                     });
                 }
@@ -154,32 +161,169 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> 
 /// page, so a page index would repeat the chunk's statistics (and cost about 70 bytes a column).
 pub const PAGE_INDEX_MIN_ROWS: usize = 20_000;
 
-/// Writer settings of a data file of `rows` rows: zstd, statistics per page (per column chunk
-/// below [`PAGE_INDEX_MIN_ROWS`]), row groups of [`ROW_GROUP_ROWS`].
-pub fn writer_properties(rows: usize) -> WriterProperties {
+/// Writer settings of a data file of `rows` rows whose first batch is `sample`: zstd, statistics
+/// per page (per column chunk below [`PAGE_INDEX_MIN_ROWS`]), row groups of [`ROW_GROUP_ROWS`],
+/// and dictionary encoding only for the columns whose values repeat in `sample`.
+///
+/// A dictionary stores each distinct value once and an index a row; when the values hardly repeat
+/// (`record_id`, `transaction_id`, times, most free text within one partition-hour) it only adds
+/// the indices and a page. Measured on the benchmark's lake (files of about 70 rows): 4.6% smaller
+/// with dictionaries for repeating columns only, 2.3% with none at all.
+pub fn writer_properties(sample: &RecordBatch, rows: usize) -> WriterProperties {
     let stats = if rows < PAGE_INDEX_MIN_ROWS { EnabledStatistics::Chunk } else { EnabledStatistics::Page };
-    WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(stats)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
+    let mut leaves = Vec::new();
+    for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
+        classify_leaves(&mut vec![field.name().clone()], column, &mut leaves);
+    }
+    for (path, leaf) in leaves {
+        b = match leaf {
+            Leaf::Repeating => b,
+            Leaf::Unique => b.set_column_dictionary_enabled(path, false),
+            // A page of nulls is a few bytes of levels: a dictionary page, or a zstd frame, would
+            // be larger than what it holds.
+            Leaf::Null => b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_compression(path, Compression::UNCOMPRESSED),
+        };
+    }
+    b.build()
 }
 
-/// Writer options of a data file: no `ARROW:schema` copy in the footer (2.4 KB a file, most of a
-/// small file's footer). The Parquet types alone read back as the lake schema's Arrow types
-/// (strings, `Int64`, `Boolean`, `Timestamp(µs, "UTC")`, the `events` list of structs).
-pub fn writer_options(rows: usize) -> ArrowWriterOptions {
-    ArrowWriterOptions::new().with_properties(writer_properties(rows)).with_skip_arrow_metadata(true)
+/// What the values of a leaf column of a sample are like.
+enum Leaf {
+    /// At most half of the non-null values are distinct.
+    Repeating,
+    /// More than half are distinct.
+    Unique,
+    /// All null.
+    Null,
+}
+
+/// Classifies the leaf columns of `array` (at Parquet path `path`).
+fn classify_leaves(path: &mut Vec<String>, array: &dyn Array, out: &mut Vec<(ColumnPath, Leaf)>) {
+    let present = array.len() - array.null_count();
+    let repeating = match array.data_type() {
+        DataType::List(item) => {
+            // Arrow lists are written as `name.list.<item name>`.
+            path.extend(["list".to_owned(), item.name().clone()]);
+            classify_leaves(path, array.as_list::<i32>().values(), out);
+            path.truncate(path.len() - 2);
+            return;
+        }
+        DataType::Struct(fields) => {
+            for (field, child) in fields.iter().zip(array.as_struct().columns()) {
+                path.push(field.name().clone());
+                classify_leaves(path, child, out);
+                path.pop();
+            }
+            return;
+        }
+        _ if present == 0 => {
+            out.push((ColumnPath::new(path.clone()), Leaf::Null));
+            return;
+        }
+        DataType::Utf8 => repeats(array.as_string::<i32>().iter().flatten(), present),
+        DataType::Int64 => repeats(array.as_primitive::<Int64Type>().iter().flatten(), present),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            repeats(array.as_primitive::<TimestampMicrosecondType>().iter().flatten(), present)
+        }
+        DataType::Float64 => repeats(array.as_primitive::<Float64Type>().iter().flatten().map(f64::to_bits), present),
+        // Booleans are never dictionary-encoded.
+        _ => true,
+    };
+    out.push((ColumnPath::new(path.clone()), if repeating { Leaf::Repeating } else { Leaf::Unique }));
+}
+
+/// Whether at most half of `present` values are distinct. Stops as soon as the answer is no.
+fn repeats<T: Hash + Eq>(values: impl Iterator<Item = T>, present: usize) -> bool {
+    let limit = present / 2;
+    let mut seen: HashSet<T, foldhash::fast::FixedState> = HashSet::default();
+    seen.reserve(limit.min(4096) + 1);
+    for v in values {
+        if seen.insert(v) && seen.len() > limit {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writer options of a data file (see [`writer_properties`]): no `ARROW:schema` copy in the
+/// footer (2.4 KB a file, most of a small file's footer). The Parquet types alone read back as
+/// the lake schema's Arrow types (strings, `Int64`, `Boolean`, `Timestamp(µs, "UTC")`, the
+/// `events` list of structs).
+pub fn writer_options(sample: &RecordBatch, rows: usize) -> ArrowWriterOptions {
+    ArrowWriterOptions::new().with_properties(writer_properties(sample, rows)).with_skip_arrow_metadata(true)
 }
 
 /// Encodes rows as one Parquet file in memory.
 pub fn encode_parquet(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(rows.len() * 128 + 4096);
-    let mut w = ArrowWriter::try_new_with_options(&mut buf, schema.clone(), writer_options(rows.len()))?;
-    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+    let mut chunks = rows.chunks(ROW_GROUP_ROWS);
+    let first = rows_to_batch(registry, schema, chunks.next().unwrap_or_default())?;
+    let mut w = ArrowWriter::try_new_with_options(&mut buf, schema.clone(), writer_options(&first, rows.len()))?;
+    w.write(&first)?;
+    for chunk in chunks {
         w.write(&rows_to_batch(registry, schema, chunk)?)?;
     }
     w.close()?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use parquet::{
+        basic::Encoding,
+        file::reader::{FileReader, SerializedFileReader},
+    };
+    use sluice_schemas::{Context, Contract, record_id_at};
+
+    use super::*;
+
+    /// Column chunk (path, dictionary page?, compressed?) of a Parquet file.
+    fn chunks(file: Vec<u8>) -> Vec<(String, bool, bool)> {
+        let reader = SerializedFileReader::new(bytes::Bytes::from(file)).expect("parquet");
+        let rg = reader.metadata().row_group(0).clone();
+        rg.columns()
+            .iter()
+            .map(|c| {
+                let dict = c.dictionary_page_offset().is_some() || c.encodings().any(|e| e == Encoding::RLE_DICTIONARY);
+                (c.column_path().string(), dict, matches!(c.compression(), Compression::ZSTD(_)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dictionaries_only_for_repeating_columns_and_pages_of_nulls_stay_uncompressed() {
+        let contract = Contract::default();
+        let rows: Vec<Row> = (0..40)
+            .map(|i| {
+                let line = format!(
+                    r#"{{"organizationID":"o","environment":"prod","logType":"web","time":"2025-01-01T00:{:02}:00Z","transactionId":"tx-{i}","server":"web-{}","method":"GET","events":[{{"action":"a","transactionId":"tx-{i}"}}]}}"#,
+                    i % 60,
+                    i % 3
+                );
+                let ctx = Context { record_id: record_id_at("test", i), arrival_micros: 1_735_700_000_000_000 };
+                contract.parse(line.as_bytes(), &ctx).expect("valid").row
+            })
+            .collect();
+        let refs: Vec<&Row> = rows.iter().collect();
+        let schema = Arc::new(contract.registry.lake_arrow_schema());
+        let file = encode_parquet(&contract.registry, &schema, &refs).expect("encode");
+        let chunks = chunks(file);
+        let get = |p: &str| chunks.iter().find(|c| c.0 == p).unwrap_or_else(|| panic!("no column {p}: {chunks:?}"));
+        for unique in ["record_id", "time", "transaction_id", "events.list.item.transaction_id"] {
+            assert_eq!(get(unique), &(unique.to_owned(), false, true), "{unique}");
+        }
+        for repeating in ["server", "method", "ingested_at", "events.list.item.action"] {
+            assert_eq!(get(repeating), &(repeating.to_owned(), true, true), "{repeating}");
+        }
+        for null in ["caller", "level", "events.list.item.time"] {
+            assert_eq!(get(null), &(null.to_owned(), false, false), "{null}");
+        }
+    }
 }

@@ -512,17 +512,22 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
         sources.push((m, builder));
     }
     let rows = usize::try_from(expected).unwrap_or(usize::MAX);
-    let props = writer_properties(rows)
-        .into_builder()
-        .set_key_value_metadata(Some(vec![KeyValue::new(REPLACES_KEY.to_owned(), replaces)]))
-        .build();
     let key = Path::from(format!("{folder}/{COMPACTED_PREFIX}{}.parquet", uuid::Uuid::new_v4()));
     let store = Arc::clone(lake.store());
-    let mut writer = AsyncArrowWriter::try_new_with_options(
-        object_store::buffered::BufWriter::new(Arc::clone(&store), key.clone()),
-        Arc::clone(schema),
-        ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true),
-    )?;
+    // The writer is made for the first batch: its settings (which columns get a dictionary)
+    // follow the data.
+    let new_writer = |sample: &RecordBatch| {
+        let props = writer_properties(sample, rows)
+            .into_builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(REPLACES_KEY.to_owned(), replaces.clone())]))
+            .build();
+        AsyncArrowWriter::try_new_with_options(
+            object_store::buffered::BufWriter::new(Arc::clone(&store), key.clone()),
+            Arc::clone(schema),
+            ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true),
+        )
+    };
+    let mut writer = None;
     let mut written = 0u64;
     for (m, builder) in sources {
         let file_schema = Arc::clone(builder.schema());
@@ -538,9 +543,18 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
         let mut batches = builder.with_batch_size(8192).build()?;
         while let Some(batch) = batches.try_next().await? {
             written += batch.num_rows() as u64;
-            writer.write(&align(&batch, schema, &m.location)?).await?;
+            let batch = align(&batch, schema, &m.location)?;
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(new_writer(&batch)?),
+            };
+            w.write(&batch).await?;
         }
     }
+    let writer = match writer {
+        Some(w) => w,
+        None => new_writer(&RecordBatch::new_empty(Arc::clone(schema)))?,
+    };
     let meta = writer.close().await?;
     let rows = meta.file_metadata().num_rows() as u64;
     if rows != expected || written != expected {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, record_id};
+use sluice_schemas::{Context, record_id_at};
 
 use crate::{
     batch::{Batcher, BufferHints, Item},
@@ -246,11 +246,11 @@ pub async fn import_file(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<(u64, Item)>>>(4);
     let p = path.to_owned();
     let part = partitioner.clone();
-    let sha_c = sha.clone();
+    let source = format!("import:{sha}");
     let reader = tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::with_capacity(4096);
         let res = for_each_record(&p, |line, raw| {
-            let ctx = Context { record_id: record_id(&format!("import:{sha_c}:{line}")), arrival_micros: arrival };
+            let ctx = Context { record_id: record_id_at(&source, line), arrival_micros: arrival };
             let item = match part.transform(raw, &ctx) {
                 Outcome::Ok(rec) => {
                     let rec = *rec;

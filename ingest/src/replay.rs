@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, path::Path};
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, ReasonCode, record_id};
+use sluice_schemas::{Context, ReasonCode, record_id, record_id_at};
 
 use crate::{
     batch::Item,
@@ -66,6 +66,7 @@ pub async fn replay(
         let key_s = key.to_string();
         let mut writer =
             LakeWriter::new(lake, partitioner, memory_budget, format!("replay-{}", &record_id(&key_s)[..16]));
+        let source = format!("replay:{key_s}");
         let mut kept: Vec<Vec<u8>> = Vec::new();
         let mut changed = false;
         let mut delivered = 0u64;
@@ -92,7 +93,7 @@ pub async fn replay(
                 continue;
             }
             let ctx = Context {
-                record_id: record_id(&format!("replay:{key_s}:{i}")),
+                record_id: record_id_at(&source, i as u64),
                 arrival_micros: rec.arrival_timestamp.saturating_mul(1000),
             };
             match partitioner.transform(&raw, &ctx) {

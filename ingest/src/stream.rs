@@ -26,7 +26,7 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use sluice_auth::Orgs;
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, ReasonCode, Rejection, record_id};
+use sluice_schemas::{Context, ReasonCode, Rejection, record_id_at};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinSet,
@@ -177,8 +177,7 @@ impl Pipeline {
             Wal::open(
                 &wal_config,
                 |seq, e: Entry| {
-                    let ctx =
-                        Context { record_id: record_id(&format!("{id}:{seq}")), arrival_micros: e.arrival_micros };
+                    let ctx = Context { record_id: record_id_at(&id, seq), arrival_micros: e.arrival_micros };
                     let item = match &e.rejection {
                         Some((code, msg)) => Item::Error(ErrorRecord::new(&e.raw, e.arrival_micros, code, msg)),
                         None => match item_for(&p, &e.raw, &ctx) {
@@ -199,7 +198,7 @@ impl Pipeline {
                 move |first_seq, mut items: Vec<Item>| {
                     for (i, item) in items.iter_mut().enumerate() {
                         if let Item::Row { row, .. } = item {
-                            row.record_id = record_id(&format!("{sink_id}:{}", first_seq + i as u64));
+                            row.record_id = record_id_at(&sink_id, first_seq + i as u64);
                         }
                     }
                     tx_sink.blocking_send(Msg::Items { first_seq, items }).ok();

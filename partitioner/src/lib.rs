@@ -209,7 +209,7 @@ struct SnsNotification {
 pub fn unwrap_sns(raw: &[u8]) -> Option<Vec<u8>> {
     let head = &raw[..raw.len().min(2048)];
     let first = raw.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' || !head.windows(10).any(|w| w == b"\"TopicArn\"") {
+    if *first != b'{' || memchr::memmem::find(head, b"\"TopicArn\"").is_none() {
         return None;
     }
     let n: SnsNotification = serde_json::from_slice(raw).ok()?;

@@ -46,7 +46,7 @@ pub use partition::{
 };
 pub use record::{
     Context, Contract, Event, ExtraValue, Extras, Limits, MAX_DEPTH, MAX_RECORD_BYTES, ReasonCode, Record, Rejection,
-    Row, format_time, parse_epoch_millis, parse_time_str, record_id,
+    Row, format_time, parse_epoch_millis, parse_time_str, record_id, record_id_at,
 };
 pub use registry::{CONTRACT_FIELDS, ExtraColumn, ExtraType, LogType, Registry, snake_case};
 

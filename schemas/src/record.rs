@@ -137,10 +137,18 @@ pub struct Context {
     pub arrival_micros: i64,
 }
 
-/// A record id from the identity of a record's delivery (a Firehose `recordId`, a write-ahead-log
-/// position, an imported file's hash and line): 32 hex digits, the same for every retry.
+/// A record id from the identity of a record's delivery (a Firehose `recordId`): 32 hex digits, a
+/// hash of it, the same for every retry.
 pub fn record_id(source: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes()))
+}
+
+/// The record id of the `position`-th record of a numbered source (a write-ahead log, an imported
+/// file, a replayed object): 32 hex digits, a 64-bit hash of the source then the position. The
+/// same for every retry, like [`record_id`]; the ids of one source share their first half and
+/// grow with the position, so a data file stores them in about 4 bytes a row instead of 20.
+pub fn record_id_at(source: &str, position: u64) -> String {
+    format!("{:016x}{position:016x}", xxhash_rust::xxh3::xxh3_64(source.as_bytes()))
 }
 
 /// A typed value of an extra column.

@@ -255,3 +255,16 @@ fn json_schema_names_every_log_type() {
     let web = json_schema(&registry, registry.get("web"));
     assert_eq!(web["allOf"][0]["then"]["properties"]["statusCode"]["type"], serde_json::json!(["integer", "string"]));
 }
+
+#[test]
+fn numbered_record_ids_share_their_source_half_and_grow_with_the_position() {
+    let (a, b) = (record_id_at("wal-1", 7), record_id_at("wal-1", 8));
+    assert_eq!(a.len(), 32);
+    assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+    assert_eq!(a[..16], b[..16]);
+    assert_eq!(&a[16..], "0000000000000007");
+    assert!(a < b);
+    assert_eq!(a, record_id_at("wal-1", 7), "the same for a retry");
+    assert_ne!(a[..16], record_id_at("wal-2", 7)[..16]);
+    assert_eq!(record_id_at("x", u64::MAX)[16..], *"ffffffffffffffff");
+}

@@ -128,7 +128,13 @@ fn s3_lake_ingest_query_export_import_and_replay() {
     // Short bucket and prefix names: s3s-fs keeps each object's metadata in one file named after
     // the base64 of bucket and key, which must fit the file system's 255-byte name limit.
     let s3 = S3::start(&["lake"]);
-    let env = aws_env(&s3.endpoint);
+    // With an S3 lake the log and the results default to ./sluice-wal and ./sluice-results: the
+    // test keeps them out of the working directory.
+    let local = tempfile::tempdir().expect("tempdir");
+    let mut env = aws_env(&s3.endpoint);
+    for (var, dir) in [("SLUICE_WAL_DIR", "wal"), ("SLUICE_RESULTS_DIR", "results")] {
+        env.push((var.to_owned(), local.path().join(dir).to_str().expect("utf8").to_owned()));
+    }
     let records = std::fs::read_to_string(root().join("sample-data/records.ndjson")).expect("sample");
     let good: Vec<&str> = records.lines().take(400).collect();
     let bad =

@@ -15,7 +15,7 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde_json::Value;
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, Registry, record_id};
+use sluice_schemas::{Context, Registry, record_id_at};
 
 use crate::support::*;
 
@@ -69,7 +69,7 @@ fn records_in_land_in_the_right_partitions_field_by_field() {
     let registry = Registry::builtin();
     let mut checked = 0;
     for (seq, raw) in all.iter().enumerate() {
-        let id = record_id(&format!("{}:{seq}", wal_id.trim()));
+        let id = record_id_at(wal_id.trim(), seq as u64);
         let Some((part, row)) = by_id.get(&id) else {
             assert!(bad.contains(raw), "record {seq} is missing from the lake");
             continue;

@@ -48,7 +48,8 @@ pub const QUERIES: &[(&str, &str)] = &[
     (
         "transaction_trace",
         "SELECT logtype, time, server, action FROM logs WHERE transaction_id = \
-         (SELECT transaction_id FROM logs WHERE logtype = 'agw' AND transaction_id IS NOT NULL ORDER BY record_id LIMIT 1) \
+         (SELECT transaction_id FROM logs WHERE transaction_id IS NOT NULL \
+          GROUP BY transaction_id ORDER BY count(*) DESC, transaction_id LIMIT 1) \
          ORDER BY time, logtype",
     ),
     ("attributes_json_text", "SELECT count(*) AS n FROM logs WHERE attributes LIKE '%requestSize%'"),

@@ -1,7 +1,8 @@
 //! The Lambda handler on an event of about 6 MB (Lambda's payload limit), reported in bytes of
 //! decoded record data per second. The handler is single-threaded, so this is MB/s per core.
-//! Measured as the Lambda binary runs it: the event parsed from JSON, handled, the response
-//! written as compact JSON (what `lambda_runtime` sends back).
+//! Measured as the Lambda binary runs it: the event parsed from JSON into a `FirehoseEvent`,
+//! answered by `respond`, the response serialized by `serde_json::to_vec` (what `lambda_runtime`
+//! does with the handler's result).
 //!
 //! `cargo bench -p sluice-partitioner --bench transform`
 
@@ -9,7 +10,7 @@ use std::hint::black_box;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_partitioner::{Partitioner, firehose::KinesisFirehoseEvent};
+use sluice_partitioner::{FirehoseEvent, Partitioner};
 
 /// Builds a Firehose event of at most `limit` bytes of JSON from generated records.
 fn event(limit: usize) -> (Vec<u8>, u64) {
@@ -58,8 +59,8 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function(format!("event_{:.1}MB", ev.len() as f64 / 1e6), |b| {
         b.iter(|| {
-            let event: KinesisFirehoseEvent = serde_json::from_slice(black_box(&ev)).expect("event");
-            serde_json::to_vec(&p.handle(&event)).expect("response")
+            let event: FirehoseEvent = serde_json::from_slice(black_box(&ev)).expect("event");
+            serde_json::to_vec(&p.respond(&event)).expect("response")
         })
     });
     group.finish();

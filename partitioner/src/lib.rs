@@ -16,14 +16,14 @@
 //! `approximateArrivalTimestamp`, which becomes `ingested_at` and bounds "too far in the future").
 //! That keeps it a pure function: the same event always gives the same response.
 
-use std::{env, path::Path};
+use std::{env, fmt, path::Path};
 
-use aws_lambda_events::event::firehose::KinesisFirehoseEvent;
-use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
-use serde::{Deserialize, Serialize};
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{self, Visitor},
+};
+use serde_json::value::RawValue;
 use sluice_schemas::{Context, Contract, Limits, PartitionKeys, Record, Registry, Rejection, record_id};
-
-pub use aws_lambda_events::event::firehose;
 
 /// The result of transforming one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,83 @@ pub enum Outcome {
     Dropped,
     /// Rejected by the record contract.
     ProcessingFailed(Rejection),
+}
+
+/// A Firehose data-transformation event: the records of one invocation. Other fields of the
+/// event (`invocationId`, `deliveryStreamArn`, `region`, …) are not needed and not read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FirehoseEvent {
+    /// The records to transform.
+    pub records: Vec<FirehoseRecord>,
+}
+
+/// One record of a [`FirehoseEvent`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirehoseRecord {
+    /// `recordId`: returned as is, and hashed into the row's `record_id`.
+    #[serde(default, deserialize_with = "nullable_string")]
+    pub record_id: String,
+    /// `approximateArrivalTimestamp`, milliseconds since the epoch (a JSON number or a string of
+    /// one; a fraction is rounded to the millisecond).
+    #[serde(deserialize_with = "epoch_millis")]
+    pub approximate_arrival_timestamp: i64,
+    /// `data`, decoded from base64 (decoded straight from the event's bytes, no string copy).
+    #[serde(deserialize_with = "base64_data")]
+    pub data: Vec<u8>,
+}
+
+fn nullable_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn epoch_millis<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("milliseconds since the epoch")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("approximateArrivalTimestamp is out of range"))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+            let ms = v.round();
+            if ms.is_finite() && ms.abs() < 9.0e15 {
+                Ok(ms as i64)
+            } else {
+                Err(E::custom("approximateArrivalTimestamp is out of range"))
+            }
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+            match v.trim().parse::<i64>() {
+                Ok(n) => Ok(n),
+                Err(_) => self.visit_f64(v.trim().parse::<f64>().map_err(E::custom)?),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn base64_data<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a base64 string")
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            base64_simd::STANDARD.decode_to_vec(v).map_err(|e| E::custom(format!("data is not base64: {e}")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            self.visit_bytes(v.as_bytes())
+        }
+    }
+    // JSON gives the string's bytes without checking them as UTF-8: base64 checks them itself.
+    d.deserialize_bytes(V)
 }
 
 /// Firehose's transformation result. Serialized exactly as Firehose expects.
@@ -139,59 +216,75 @@ impl Partitioner {
         }
     }
 
-    /// Handles one Firehose data-transformation event.
-    pub fn handle(&self, event: &KinesisFirehoseEvent) -> FirehoseResponse {
-        let mut records = Vec::with_capacity(event.records.len());
-        let mut line = Vec::with_capacity(1024);
-        for r in &event.records {
-            let fh_id = r.record_id.clone().unwrap_or_default();
+    /// Handles one Firehose data-transformation event: the [`FirehoseResponse`] as compact JSON,
+    /// written directly (base64 straight into the text, no string escaping pass), which is what
+    /// the Lambda returns.
+    pub fn respond(&self, event: &FirehoseEvent) -> Box<RawValue> {
+        let size: usize = event.records.iter().map(|r| r.data.len() * 3 / 2 + r.record_id.len() + 256).sum();
+        let mut out = Vec::with_capacity(size + 16);
+        let mut line = Vec::with_capacity(4096);
+        out.extend_from_slice(b"{\"records\":[");
+        for (i, r) in event.records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"recordId\":");
+            serde_json::to_writer(&mut out, &r.record_id).expect("writing to a Vec cannot fail");
             let ctx = Context {
-                record_id: record_id(&fh_id),
-                arrival_micros: r.approximate_arrival_timestamp.0.timestamp_micros(),
+                record_id: record_id(&r.record_id),
+                arrival_micros: r.approximate_arrival_timestamp.saturating_mul(1000),
             };
-            let out = match self.transform(&r.data.0, &ctx) {
+            match self.transform(&r.data, &ctx) {
                 Outcome::Ok(rec) => {
                     line.clear();
                     rec.row.write_json_line(&self.contract.registry, &mut line);
-                    ResponseRecord {
-                        record_id: fh_id,
-                        result: TransformResult::Ok,
-                        data: BASE64.encode(&line),
-                        metadata: Some(ResponseMetadata { partition_keys: rec.partition.keys() }),
-                    }
+                    out.extend_from_slice(b",\"result\":\"Ok\",\"data\":");
+                    push_base64(&mut out, &line);
+                    out.extend_from_slice(b",\"metadata\":{\"partitionKeys\":");
+                    rec.partition.write_keys_json(&mut out);
+                    out.extend_from_slice(b"}}");
                 }
-                Outcome::Dropped => ResponseRecord {
-                    record_id: fh_id,
-                    result: TransformResult::Dropped,
-                    data: BASE64.encode(&r.data.0),
-                    metadata: None,
-                },
+                Outcome::Dropped => {
+                    out.extend_from_slice(b",\"result\":\"Dropped\",\"data\":");
+                    push_base64(&mut out, &r.data);
+                    out.push(b'}');
+                }
                 Outcome::ProcessingFailed(e) => {
                     tracing::warn!(
-                        record_id = %fh_id,
+                        record_id = %r.record_id,
                         reason = e.code.as_str(),
                         message = %e.message,
                         "record rejected"
                     );
-                    ResponseRecord {
-                        record_id: fh_id,
-                        result: TransformResult::ProcessingFailed,
-                        data: BASE64.encode(&r.data.0),
-                        metadata: None,
-                    }
+                    out.extend_from_slice(b",\"result\":\"ProcessingFailed\",\"data\":");
+                    push_base64(&mut out, &r.data);
+                    out.push(b'}');
                 }
-            };
-            records.push(out);
+            }
         }
-        FirehoseResponse { records }
+        out.extend_from_slice(b"]}");
+        let text = String::from_utf8(out).expect("JSON written from UTF-8 strings and base64");
+        RawValue::from_string(text).expect("the response is JSON by construction")
+    }
+
+    /// Handles one Firehose data-transformation event: the response as a value.
+    pub fn handle(&self, event: &FirehoseEvent) -> FirehoseResponse {
+        serde_json::from_str(self.respond(event).get()).expect("the response is a FirehoseResponse by construction")
     }
 
     /// Handles a Firehose event given as JSON text and returns the response as JSON text
     /// (what `sluice firehose-invoke` prints).
     pub fn handle_json(&self, event: &[u8]) -> Result<String, serde_json::Error> {
-        let event: KinesisFirehoseEvent = serde_json::from_slice(event)?;
+        let event: FirehoseEvent = serde_json::from_slice(event)?;
         serde_json::to_string_pretty(&self.handle(&event))
     }
+}
+
+/// Appends `bytes` as a JSON string of their base64.
+fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    base64_simd::STANDARD.encode_append(bytes, out);
+    out.push(b'"');
 }
 
 #[derive(Deserialize)]

@@ -38,22 +38,70 @@ pub(crate) struct Fields<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            let v: &'de RawValue = map.next_value()?;
+            out.push((k, v));
+        }
+        Ok(Fields(out))
+    }
+}
+
+/// An element of a JSON array read in the same pass as the array: an object's fields, or
+/// `NotAnObject` for any other value.
+#[derive(Debug)]
+pub(crate) enum Element<'a> {
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for Element<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Fields<'de>;
+            type Value = Element<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a JSON value")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-                    let v: &'de RawValue = map.next_value()?;
-                    out.push((k, v));
-                }
-                Ok(Fields(out))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Ok(Element::Object(FieldsVisitor.visit_map(map)?.0))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Element::NotAnObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Element::NotAnObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Element::NotAnObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Element::NotAnObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Element::NotAnObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Element::NotAnObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Element::NotAnObject)
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_any(V)
     }
 }
 
@@ -79,80 +127,77 @@ pub(crate) fn kind(raw: &RawValue) -> Kind {
     }
 }
 
-/// The string a raw JSON string holds.
+/// The string a raw JSON string holds. A string without escapes is borrowed as is: the parser
+/// that produced `raw` has already checked it (UTF-8, no control characters).
 pub(crate) fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<Str<'_>>(raw.get()).ok().map(|s| s.0)
+    let text = raw.get();
+    if text.len() >= 2
+        && text.starts_with('"')
+        && text.ends_with('"')
+        && memchr::memchr(b'\\', text.as_bytes()).is_none()
+    {
+        return Some(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
+    serde_json::from_str::<Str<'_>>(text).ok().map(|s| s.0)
+}
+
+/// The index just past the closing quote of the JSON string whose contents start at `from`
+/// (`text.len()` when it is not closed). Jumps from one quote or backslash to the next.
+fn string_end(text: &[u8], mut from: usize) -> usize {
+    while from < text.len() {
+        match memchr::memchr2(b'"', b'\\', &text[from..]) {
+            None => break,
+            Some(p) if text[from + p] == b'"' => return from + p + 1,
+            Some(p) => from += p + 2,
+        }
+    }
+    text.len()
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
 
 /// Removes insignificant whitespace from JSON text, keeping everything else byte for byte
 /// (number spelling, escapes, key order).
 pub(crate) fn minify(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
-    let needs = {
-        let mut in_str = false;
-        let mut esc = false;
-        bytes.iter().any(|&b| {
-            if in_str {
-                if esc {
-                    esc = false;
-                } else if b == b'\\' {
-                    esc = true;
-                } else if b == b'"' {
-                    in_str = false;
-                }
-                false
-            } else if b == b'"' {
-                in_str = true;
-                false
-            } else {
-                matches!(b, b' ' | b'\n' | b'\r' | b'\t')
-            }
-        })
-    };
-    if !needs {
+    let mut i = 0;
+    while i < bytes.len() && !is_space(bytes[i]) {
+        i = if bytes[i] == b'"' { string_end(bytes, i + 1) } else { i + 1 };
+    }
+    if i >= bytes.len() {
         return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len());
-    let mut in_str = false;
-    let mut esc = false;
-    for c in text.chars() {
-        if in_str {
-            out.push(c);
-            if esc {
-                esc = false;
-            } else if c == '\\' {
-                esc = true;
-            } else if c == '"' {
-                in_str = false;
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..i]);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(bytes, i + 1);
+                out.extend_from_slice(&bytes[i..end]);
+                i = end;
             }
-        } else if c == '"' {
-            in_str = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
-            out.push(c);
+            b if is_space(b) => i += 1,
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    Cow::Owned(out)
+    Cow::Owned(String::from_utf8(out).expect("only ASCII whitespace was removed from UTF-8"))
 }
 
 /// Whether the JSON text nests arrays and objects deeper than `limit` (strings are skipped).
 pub(crate) fn deeper_than(text: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_str = false;
-    let mut esc = false;
-    for &b in text {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                i = string_end(text, i + 1);
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -162,13 +207,27 @@ pub(crate) fn deeper_than(text: &[u8], limit: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
 
-/// Appends `s` to `out` as a JSON string literal.
+/// Whether a JSON string literal of `bytes` needs escapes (a quote, a backslash or a control
+/// character), checked 32 bytes at a time so the compiler can vectorize it.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.chunks(32).any(|c| c.iter().fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\')))
+}
+
+/// Appends `s` to `out` as a JSON string literal (escaped as `serde_json` escapes it).
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    if needs_escape(s.as_bytes()) {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
 }
 
 #[cfg(test)]
@@ -182,9 +241,35 @@ mod tests {
     }
 
     #[test]
+    fn minify_skips_strings_with_escapes_and_spaces() {
+        let text = "{ \"a \\\" b\" : [ \"\\\\\" , 1 ] ,\t\"c\":\"d e\" }";
+        assert_eq!(minify(text), "{\"a \\\" b\":[\"\\\\\",1],\"c\":\"d e\"}");
+        assert_eq!(minify("\"unterminated  "), "\"unterminated  ");
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in ["plain", "", "quote \" back \\ slash", "tab\t nl\n \u{1} \u{7f} 取引 🌧", &"x".repeat(100)] {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), serde_json::to_string(s).expect("json"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed() {
+        let raw: &RawValue = serde_json::from_str("\"取引\"").expect("raw");
+        assert!(matches!(string(raw), Some(Cow::Borrowed("取引"))));
+        let raw: &RawValue = serde_json::from_str(r#""a\"b""#).expect("raw");
+        assert_eq!(string(raw).as_deref(), Some("a\"b"));
+    }
+
+    #[test]
     fn depth() {
         assert!(!deeper_than(br#"{"a":[{"b":"[[[["}]}"#, 3));
         assert!(deeper_than(br#"{"a":[{"b":[]}]}"#, 3));
+        assert!(!deeper_than(br#"{"a\\":"\"[[[[","b":"\\"}"#, 1));
+        assert!(!deeper_than(br#"{"a":"\"#, 1));
     }
 
     #[test]

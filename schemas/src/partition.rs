@@ -96,6 +96,36 @@ impl Partition {
         }
     }
 
+    /// Appends [`Partition::keys`] as a JSON object to `out`, as `serde_json` writes it, without
+    /// building the strings.
+    pub fn write_keys_json(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, key: &str, value: &str| {
+            out.extend_from_slice(key.as_bytes());
+            crate::json::write_str(out, value);
+        };
+        text(out, "{\"environment\":", &self.environment);
+        text(out, ",\"organization\":", &self.organization);
+        text(out, ",\"logtype\":", &self.logtype);
+        let number = |out: &mut Vec<u8>, key: &str, n: u16, width: usize| {
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'"');
+            let mut buf = [b'0'; 5];
+            let width = width.max(n.checked_ilog10().map_or(1, |l| l as usize + 1));
+            let mut n = n;
+            for d in buf[..width].iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            out.extend_from_slice(&buf[..width]);
+            out.push(b'"');
+        };
+        number(out, ",\"year\":", self.year, 4);
+        number(out, ",\"month\":", self.month.into(), 2);
+        number(out, ",\"day\":", self.day.into(), 2);
+        number(out, ",\"hour\":", self.hour.into(), 2);
+        out.push(b'}');
+    }
+
     /// Parses a path written by [`Partition::path`] (a trailing `/` or file name is not allowed).
     /// Every value is validated again, so a parsed partition is always safe to use as a path.
     pub fn parse_path(path: &str) -> Option<Self> {
@@ -195,6 +225,17 @@ mod tests {
                 prop_assert!(joined.starts_with("/lake/logs"));
                 prop_assert_eq!(Partition::parse_path(&path), Some(p));
             }
+        }
+
+        /// The keys written straight to JSON are what `serde_json` writes for [`Partition::keys`].
+        #[test]
+        fn keys_json_is_the_serialized_keys(env in "\\PC{0,8}", org in "[0-9a-z\"\\\\]{0,8}", year in 0u16..=u16::MAX, month in 0u8..=255, hour in 0u8..24) {
+            let mut p = partition(env, org, "web".into(), hour);
+            p.year = year;
+            p.month = month;
+            let mut out = Vec::new();
+            p.write_keys_json(&mut out);
+            prop_assert_eq!(String::from_utf8(out).expect("utf-8"), serde_json::to_string(&p.keys()).expect("json"));
         }
 
         /// Arbitrary strings never parse into a partition that renders to a different path.

@@ -257,7 +257,7 @@ fn reject<T>(code: ReasonCode, message: impl Into<String>) -> Result<T, Rejectio
     Err(Rejection::new(code, message))
 }
 
-fn invalid<T>(field: &str, expected: &str, raw: &RawValue) -> Result<T, Rejection> {
+fn invalid<T>(field: impl fmt::Display, expected: &str, raw: &RawValue) -> Result<T, Rejection> {
     reject(ReasonCode::InvalidField, format!("`{field}` must be {expected}, got {}", preview(raw.get())))
 }
 
@@ -274,7 +274,7 @@ fn opt(v: Option<&RawValue>) -> Option<&RawValue> {
     v.filter(|r| json::kind(r) != Kind::Null)
 }
 
-fn opt_string(field: &str, v: Option<&RawValue>) -> Result<Option<String>, Rejection> {
+fn opt_string(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<String>, Rejection> {
     match opt(v) {
         None => Ok(None),
         Some(r) => match json::string(r) {
@@ -284,7 +284,7 @@ fn opt_string(field: &str, v: Option<&RawValue>) -> Result<Option<String>, Rejec
     }
 }
 
-fn opt_bool(field: &str, v: Option<&RawValue>) -> Result<Option<bool>, Rejection> {
+fn opt_bool(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<bool>, Rejection> {
     match opt(v).map(|r| (r, r.get())) {
         None => Ok(None),
         Some((_, "true")) => Ok(Some(true)),
@@ -323,7 +323,7 @@ pub fn parse_time_str(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(&trimmed).ok().map(|dt| dt.with_timezone(&Utc).timestamp_micros())
 }
 
-fn time_field(field: &str, r: &RawValue) -> Result<i64, Rejection> {
+fn time_field(field: impl fmt::Display, r: &RawValue) -> Result<i64, Rejection> {
     let t = match json::kind(r) {
         Kind::String => json::string(r).and_then(|s| parse_time_str(&s)),
         Kind::Number => parse_epoch_millis(r.get()),
@@ -337,9 +337,67 @@ fn time_field(field: &str, r: &RawValue) -> Result<i64, Rejection> {
 
 /// Formats microseconds since the epoch as RFC 3339 UTC with six fraction digits.
 pub fn format_time(micros: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(micros)
-        .map(|d| d.to_rfc3339_opts(SecondsFormat::Micros, true))
-        .unwrap_or_else(|| micros.to_string())
+    let mut out = Vec::with_capacity(27);
+    write_time(&mut out, micros);
+    String::from_utf8(out).expect("digits and ASCII punctuation")
+}
+
+/// Appends [`format_time`] of `micros` to `out`: digits written directly for the years 0 to
+/// 9999, chrono for the rest.
+pub(crate) fn write_time(out: &mut Vec<u8>, micros: i64) {
+    // 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z.
+    const MIN: i64 = -62_167_219_200_000_000;
+    const MAX: i64 = 253_402_300_800_000_000;
+    if !(MIN..MAX).contains(&micros) {
+        let text = DateTime::<Utc>::from_timestamp_micros(micros)
+            .map(|d| d.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .unwrap_or_else(|| micros.to_string());
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let days = micros.div_euclid(86_400_000_000);
+    let in_day = micros.rem_euclid(86_400_000_000);
+    let (year, month, day) = civil_from_days(days);
+    let secs = in_day / 1_000_000;
+    digits(out, year, 4);
+    out.push(b'-');
+    digits(out, month, 2);
+    out.push(b'-');
+    digits(out, day, 2);
+    out.push(b'T');
+    digits(out, secs / 3600, 2);
+    out.push(b':');
+    digits(out, secs / 60 % 60, 2);
+    out.push(b':');
+    digits(out, secs % 60, 2);
+    out.push(b'.');
+    digits(out, in_day % 1_000_000, 6);
+    out.push(b'Z');
+}
+
+/// Appends the `width` last decimal digits of `n` (not negative), zero-padded.
+fn digits(out: &mut Vec<u8>, mut n: i64, width: usize) {
+    let mut buf = [b'0'; 6];
+    for d in buf[..width].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
+}
+
+/// The proleptic Gregorian (year, month, day) of a day number since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// An hour part (`year`, `month`, …): a JSON integer or a string of digits.
@@ -648,31 +706,47 @@ fn extra_value(field: &str, ty: ExtraType, r: &RawValue) -> Result<Option<ExtraV
     Ok(Some(value))
 }
 
+/// The name of a field of an event in messages (`events[2].time`), formatted only when used.
+#[derive(Clone, Copy)]
+struct EventField {
+    index: usize,
+    field: &'static str,
+}
+
+impl fmt::Display for EventField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "events[{}].{}", self.index, self.field)
+    }
+}
+
 fn parse_events(r: &RawValue) -> Result<Vec<Event>, Rejection> {
-    let items: Vec<&RawValue> = match json::kind(r) {
-        Kind::Array => serde_json::from_str(r.get())
-            .map_err(|e| Rejection::new(ReasonCode::InvalidField, format!("`events` is not a valid array: {e}")))?,
+    let not_an_array =
+        |e: serde_json::Error| Rejection::new(ReasonCode::InvalidField, format!("`events` is not a valid array: {e}"));
+    let items: Vec<json::Element<'_>> = match json::kind(r) {
+        Kind::Array => serde_json::from_str(r.get()).map_err(not_an_array)?,
         _ => return invalid("events", "an array of event objects", r),
     };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let name = |f: &str| format!("events[{i}].{f}");
-        let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(item.get()) else {
-            return invalid(&format!("events[{i}]"), "an object", item);
+        let name = |field| EventField { index: i, field };
+        let json::Element::Object(fields) = item else {
+            // Read the array again for the element's text, for the message.
+            let raw: Vec<&RawValue> = serde_json::from_str(r.get()).map_err(not_an_array)?;
+            return invalid(format!("events[{i}]"), "an object", raw[i]);
         };
         let mut e = Event::default();
         let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
         for (k, v) in fields {
             match k.as_ref() {
-                "action" => e.action = opt_string(&name("action"), Some(v))?,
-                "description" => e.description = opt_string(&name("description"), Some(v))?,
+                "action" => e.action = opt_string(name("action"), Some(v))?,
+                "description" => e.description = opt_string(name("description"), Some(v))?,
                 "detail" => e.detail = json_text(Some(v)),
-                "caller" => e.caller = opt_string(&name("caller"), Some(v))?,
-                "server" => e.server = opt_string(&name("server"), Some(v))?,
-                "success" => e.success = opt_bool(&name("success"), Some(v))?,
-                "time" => e.time = opt(Some(v)).map(|t| time_field(&name("time"), t)).transpose()?,
-                "transactionId" => e.transaction_id = opt_string(&name("transactionId"), Some(v))?,
-                "type" => e.r#type = opt_string(&name("type"), Some(v))?,
+                "caller" => e.caller = opt_string(name("caller"), Some(v))?,
+                "server" => e.server = opt_string(name("server"), Some(v))?,
+                "success" => e.success = opt_bool(name("success"), Some(v))?,
+                "time" => e.time = opt(Some(v)).map(|t| time_field(name("time"), t)).transpose()?,
+                "transactionId" => e.transaction_id = opt_string(name("transactionId"), Some(v))?,
+                "type" => e.r#type = opt_string(name("type"), Some(v))?,
                 _ => {
                     rest.retain(|(rk, _)| *rk != k);
                     rest.push((k, v));
@@ -783,7 +857,7 @@ impl ObjectWriter<'_> {
         if let Some(v) = v {
             self.key(k);
             self.out.push(b'"');
-            self.out.extend_from_slice(format_time(v).as_bytes());
+            write_time(self.out, v);
             self.out.push(b'"');
         }
     }

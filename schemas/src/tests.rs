@@ -171,6 +171,16 @@ fn messages_say_what_to_do() {
     assert!(e.message.contains("'/'"), "{}", e.message);
     let e = parse(&format!(r#"{{{BASE},"time":"yesterday"}}"#)).unwrap_err();
     assert!(e.message.contains("\"yesterday\""), "{}", e.message);
+    let e = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":[{{"action":"a"}}, [5, {{"x":1}}]]}}"#))
+        .unwrap_err();
+    assert_eq!(e.code, ReasonCode::InvalidField);
+    assert!(e.message.contains("`events[1]` must be an object, got [5, {\"x\":1}]"), "{}", e.message);
+    let e =
+        parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":[{{"action":"a"}},{{"time":"soon"}}]}}"#))
+            .unwrap_err();
+    assert!(e.message.starts_with("`events[1].time` must be an RFC 3339 time"), "{}", e.message);
+    let e = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":[{{"success":"yes"}}]}}"#)).unwrap_err();
+    assert!(e.message.starts_with("`events[0].success` must be a boolean"), "{}", e.message);
 }
 
 #[test]
@@ -267,4 +277,28 @@ fn numbered_record_ids_share_their_source_half_and_grow_with_the_position() {
     assert_eq!(a, record_id_at("wal-1", 7), "the same for a retry");
     assert_ne!(a[..16], record_id_at("wal-2", 7)[..16]);
     assert_eq!(record_id_at("x", u64::MAX)[16..], *"ffffffffffffffff");
+}
+
+proptest::proptest! {
+    #[test]
+    fn times_format_as_chrono_formats_them(micros in proptest::prelude::any::<i64>()) {
+        let chrono = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_else(|| micros.to_string());
+        proptest::prop_assert_eq!(format_time(micros), chrono);
+    }
+
+    #[test]
+    fn times_near_the_epoch_and_the_year_edges_format_as_chrono_formats_them(
+        micros in proptest::prop_oneof![
+            -100_000_000_000_000i64..100_000_000_000_000,
+            -62_167_219_300_000_000i64..-62_167_219_100_000_000,
+            253_402_300_700_000_000i64..253_402_300_900_000_000,
+        ]
+    ) {
+        let chrono = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_else(|| micros.to_string());
+        proptest::prop_assert_eq!(format_time(micros), chrono);
+    }
 }

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use sluice_partitioner::{FirehoseResponse, Partitioner, firehose::KinesisFirehoseEvent};
+use serde_json::value::RawValue;
+use sluice_partitioner::{FirehoseEvent, Partitioner};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main(flavor = "current_thread")]
@@ -19,9 +20,10 @@ async fn main() -> Result<(), Error> {
         .with_target(false)
         .init();
     let partitioner = Arc::new(Partitioner::from_env()?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisFirehoseEvent>| {
+    // The response is written as JSON text by `respond`; a `RawValue` goes out verbatim.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<FirehoseEvent>| {
         let partitioner = Arc::clone(&partitioner);
-        async move { Ok::<FirehoseResponse, Error>(partitioner.handle(&event.payload)) }
+        async move { Ok::<Box<RawValue>, Error>(partitioner.respond(&event.payload)) }
     }))
     .await
 }

@@ -3,8 +3,9 @@
 
 use std::{collections::BTreeMap, fs};
 
+use aws_lambda_events::event::firehose::KinesisFirehoseEvent;
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
-use sluice_partitioner::{FirehoseResponse, Partitioner, TransformResult, firehose::KinesisFirehoseEvent};
+use sluice_partitioner::{FirehoseResponse, Partitioner, TransformResult};
 use sluice_schemas::{Context, ReasonCode, record_id};
 
 use crate::sample_data;
@@ -76,6 +77,57 @@ fn mixed_event_fails_only_the_bad_records_with_their_original_bytes() {
         }
     }
     assert_eq!(results, BTreeMap::from([("dropped", 1), ("failed", 8), ("ok", 9)]));
+}
+
+/// `ingested_at` is the record's `approximateArrivalTimestamp` to the millisecond, and the event
+/// parsed by `aws_lambda_events` names the same records with the same bytes.
+#[test]
+fn ingested_at_is_the_arrival_to_the_millisecond() {
+    let (event, resp) = check_fixture("plain");
+    let text = fs::read(sample_data().join("firehose/plain.json")).expect("fixture event");
+    let raw: serde_json::Value = serde_json::from_slice(&text).expect("json");
+    let ours: sluice_partitioner::FirehoseEvent = serde_json::from_slice(&text).expect("event");
+    for ((r_in, r_ours), (r_raw, r_out)) in event
+        .records
+        .iter()
+        .zip(&ours.records)
+        .zip(raw["records"].as_array().expect("records").iter().zip(&resp.records))
+    {
+        assert_eq!(r_ours.data, r_in.data.0);
+        let millis = r_raw["approximateArrivalTimestamp"].as_i64().expect("integer millis");
+        assert_eq!(r_ours.approximate_arrival_timestamp, millis);
+        let line: serde_json::Value =
+            serde_json::from_slice(&BASE64.decode(&r_out.data).expect("base64")).expect("line");
+        let ingested =
+            chrono::DateTime::parse_from_rfc3339(line["ingested_at"].as_str().expect("ingested_at")).expect("RFC 3339");
+        assert_eq!(ingested.timestamp_millis(), millis, "{}", r_out.record_id);
+    }
+}
+
+#[test]
+fn arrival_timestamps_may_be_fractions_or_strings_and_data_must_be_base64() {
+    let event = |ts: &str, data: &str| {
+        format!(
+            r#"{{"invocationId":"i","records":[{{"recordId":"r","approximateArrivalTimestamp":{ts},"data":"{data}"}}]}}"#
+        )
+    };
+    for (ts, want) in [
+        ("1735776000123", 1_735_776_000_123),
+        ("1735776000123.6", 1_735_776_000_124),
+        (r#""1735776000123""#, 1_735_776_000_123),
+    ] {
+        let e: sluice_partitioner::FirehoseEvent = serde_json::from_str(&event(ts, "e30=")).expect(ts);
+        assert_eq!(e.records[0].approximate_arrival_timestamp, want, "{ts}");
+        assert_eq!(e.records[0].data, b"{}");
+    }
+    let err =
+        serde_json::from_str::<sluice_partitioner::FirehoseEvent>(&event("1", "not base64!")).expect_err("bad data");
+    assert!(err.to_string().contains("not base64"), "{err}");
+    // Only canonical base64, as Firehose writes it: padded, no stray bits.
+    for data in ["e30", "e31="] {
+        assert!(serde_json::from_str::<sluice_partitioner::FirehoseEvent>(&event("1", data)).is_err(), "{data}");
+    }
+    assert!(serde_json::from_str::<sluice_partitioner::FirehoseEvent>(&event("true", "e30=")).is_err());
 }
 
 #[test]

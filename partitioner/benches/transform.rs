@@ -2,11 +2,15 @@
 //! decoded record data per second. The handler is single-threaded, so this is MB/s per core.
 //! Measured as the Lambda binary runs it: the event parsed from JSON into a `FirehoseEvent`,
 //! answered by `respond`, the response serialized by `serde_json::to_vec` (what `lambda_runtime`
-//! does with the handler's result).
+//! does with the handler's result), with the Lambda binary's allocator (mimalloc).
 //!
 //! `cargo bench -p sluice-partitioner --bench transform`
 
 use std::hint::black_box;
+
+/// The Lambda binary's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

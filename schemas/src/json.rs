@@ -59,46 +59,85 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
-/// An element of a JSON array read in the same pass as the array: an object's fields, or
-/// `NotAnObject` for any other value.
+/// The fields of a record object, in input order, values unparsed, except `events`, which is
+/// read in the same pass into its elements (it is most of a record's bytes; reading it as a raw
+/// value and then again as an array would read it twice).
 #[derive(Debug)]
-pub(crate) enum Element<'a> {
-    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
-    NotAnObject,
+pub(crate) struct RecordFields<'a> {
+    pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The last `events` field.
+    pub events: Option<Shape<'a>>,
 }
 
-impl<'de> Deserialize<'de> for Element<'de> {
+impl<'de> Deserialize<'de> for RecordFields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Element<'de>;
+            type Value = RecordFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = RecordFields { fields: Vec::with_capacity(24), events: None };
+                while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+                    if k == "events" {
+                        out.events = Some(map.next_value()?);
+                    } else {
+                        out.fields.push((k, map.next_value()?));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON value read only as deep as the record parser needs, in the same pass as its parent:
+/// an object's fields (values raw), an array's elements, null, or any other value.
+#[derive(Debug)]
+pub(crate) enum Shape<'a> {
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    Array(Vec<Shape<'a>>),
+    Null,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Shape<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON value")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                Ok(Element::Object(FieldsVisitor.visit_map(map)?.0))
+                Ok(Shape::Object(FieldsVisitor.visit_map(map)?.0))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-                Ok(Element::NotAnObject)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Element::NotAnObject)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Element::NotAnObject)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Element::NotAnObject)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Element::NotAnObject)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Element::NotAnObject)
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Shape::Array(items))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Element::NotAnObject)
+                Ok(Shape::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
             }
         }
         d.deserialize_any(V)
@@ -190,6 +229,11 @@ pub(crate) fn minify(text: &str) -> Cow<'_, str> {
 
 /// Whether the JSON text nests arrays and objects deeper than `limit` (strings are skipped).
 pub(crate) fn deeper_than(text: &[u8], limit: usize) -> bool {
+    // Nesting never exceeds the number of `[` and `{` bytes: count them first (a vectorized
+    // search); a record rarely has more than the limit, in strings or not.
+    if memchr::memchr2_iter(b'[', b'{', text).nth(limit).is_none() {
+        return false;
+    }
     let mut depth = 0usize;
     let mut i = 0;
     while i < text.len() {
@@ -213,9 +257,25 @@ pub(crate) fn deeper_than(text: &[u8], limit: usize) -> bool {
 }
 
 /// Whether a JSON string literal of `bytes` needs escapes (a quote, a backslash or a control
-/// character), checked 32 bytes at a time so the compiler can vectorize it.
+/// character), checked eight bytes at a time (most strings in a record are short).
 fn needs_escape(bytes: &[u8]) -> bool {
-    bytes.chunks(32).any(|c| c.iter().fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\')))
+    let mut chunks = bytes.chunks_exact(8);
+    if chunks.by_ref().any(|c| word_needs_escape(u64::from_le_bytes(c.try_into().expect("8 bytes")))) {
+        return true;
+    }
+    let mut tail = [b' '; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    word_needs_escape(u64::from_le_bytes(tail))
+}
+
+/// Whether any byte of `x` is below 0x20, `"` or `\` (Mycroft's test for a zero byte, exact).
+fn word_needs_escape(x: u64) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    let control = x.wrapping_sub(ONES * 0x20) & !x;
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    let found = control | (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash);
+    found & (ONES << 7) != 0
 }
 
 /// Appends `s` to `out` as a JSON string literal (escaped as `serde_json` escapes it).
@@ -257,6 +317,24 @@ mod tests {
     }
 
     #[test]
+    fn every_byte_that_needs_an_escape_is_found_at_every_position() {
+        for len in 0..20 {
+            for at in 0..len {
+                for b in (0u8..0x20).chain([b'"', b'\\']) {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert!(needs_escape(&s), "{len} {at} {b}");
+                }
+                for b in [b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert!(!needs_escape(&s), "{len} {at} {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn strings_without_escapes_are_borrowed() {
         let raw: &RawValue = serde_json::from_str("\"取引\"").expect("raw");
         assert!(matches!(string(raw), Some(Cow::Borrowed("取引"))));
@@ -270,6 +348,9 @@ mod tests {
         assert!(deeper_than(br#"{"a":[{"b":[]}]}"#, 3));
         assert!(!deeper_than(br#"{"a\\":"\"[[[[","b":"\\"}"#, 1));
         assert!(!deeper_than(br#"{"a":"\"#, 1));
+        // More brackets than the limit, most of them in strings.
+        assert!(!deeper_than(br#"{"a":"[[[[{{{{","b":[{}]}"#, 3));
+        assert!(deeper_than(br#"{"a":"[[[[{{{{","b":[{"c":[]}]}"#, 3));
     }
 
     #[test]

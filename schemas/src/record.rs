@@ -140,7 +140,13 @@ pub struct Context {
 /// A record id from the identity of a record's delivery (a Firehose `recordId`): 32 hex digits, a
 /// hash of it, the same for every retry.
 pub fn record_id(source: &str) -> String {
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes()))
+    hex(xxhash_rust::xxh3::xxh3_128(source.as_bytes()), 32)
+}
+
+/// The `width` last hex digits of `n`, zero-padded (what `format!("{n:0width$x}")` writes).
+fn hex(n: u128, width: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..width).rev().map(|i| char::from(DIGITS[((n >> (4 * i)) & 0xf) as usize])).collect()
 }
 
 /// The record id of the `position`-th record of a numbered source (a write-ahead log, an imported
@@ -148,7 +154,7 @@ pub fn record_id(source: &str) -> String {
 /// same for every retry, like [`record_id`]; the ids of one source share their first half and
 /// grow with the position, so a data file stores them in about 4 bytes a row instead of 20.
 pub fn record_id_at(source: &str, position: u64) -> String {
-    format!("{:016x}{position:016x}", xxhash_rust::xxh3::xxh3_64(source.as_bytes()))
+    hex(u128::from(xxhash_rust::xxh3::xxh3_64(source.as_bytes())) << 64 | u128::from(position), 32)
 }
 
 /// A typed value of an extra column.
@@ -310,6 +316,9 @@ pub fn parse_epoch_millis(number: &str) -> Option<i64> {
 /// since the epoch, UTC.
 pub fn parse_time_str(s: &str) -> Option<i64> {
     let s = s.trim();
+    if let Some(t) = parse_utc_time(s.as_bytes()) {
+        return Some(t);
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.with_timezone(&Utc).timestamp_micros());
     }
@@ -321,6 +330,55 @@ pub fn parse_time_str(s: &str) -> Option<i64> {
     }
     let trimmed = format!("{head}.{}{}", &tail[..9], &tail[digits..]);
     DateTime::parse_from_rfc3339(&trimmed).ok().map(|dt| dt.with_timezone(&Utc).timestamp_micros())
+}
+
+/// The common spelling `YYYY-MM-DDTHH:MM:SS[.f…]Z` (1 to 9 fraction digits), read without
+/// chrono; `None` for anything else (offsets, leap seconds, a lowercase `t` …), which chrono reads.
+fn parse_utc_time(b: &[u8]) -> Option<i64> {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let micros = match (b[19], b.len()) {
+        (b'Z', 20) => 0,
+        (b'.', 22..=30) if b[b.len() - 1] == b'Z' => {
+            let digits = &b[20..b.len() - 1];
+            let mut n = num(20..b.len() - 1)?;
+            for _ in digits.len()..9 {
+                n *= 10;
+            }
+            n / 1000
+        }
+        _ => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > month_days[month as usize - 1]
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(secs * 1_000_000 + micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn time_field(field: impl fmt::Display, r: &RawValue) -> Result<i64, Rejection> {
@@ -452,7 +510,13 @@ impl Contract {
                 format!("JSON nests deeper than {} levels; flatten it", self.limits.max_depth),
             );
         }
-        let Fields(fields) = match serde_json::from_slice::<Fields<'_>>(raw) {
+        // Checked as UTF-8 once, in one pass: parsed as text, the JSON parser does not check every
+        // string and raw value again.
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t,
+            Err(e) => return reject(ReasonCode::InvalidJson, format!("not valid JSON: the record is not UTF-8 ({e})")),
+        };
+        let json::RecordFields { fields, events } = match serde_json::from_str::<json::RecordFields<'_>>(text) {
             Ok(f) => f,
             Err(e) if e.classify() == serde_json::error::Category::Data => {
                 return reject(ReasonCode::NotAnObject, "a record must be a JSON object ({…})");
@@ -473,8 +537,7 @@ impl Contract {
         let mut caller = None;
         let mut success = None;
         let mut detail = None;
-        let mut events = None;
-        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
+        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(fields.len());
         for (k, v) in fields {
             let slot = match k.as_ref() {
                 "organizationID" => &mut org,
@@ -493,7 +556,6 @@ impl Contract {
                 "caller" => &mut caller,
                 "success" => &mut success,
                 "detail" => &mut detail,
-                "events" => &mut events,
                 _ => {
                     rest.retain(|(rk, _)| *rk != k);
                     rest.push((k, v));
@@ -594,9 +656,10 @@ impl Contract {
             hour: chrono::Timelike::hour(&hour) as u8,
         };
 
-        let events = match opt(events) {
-            None => None,
-            Some(r) => Some(parse_events(r)?),
+        let events = match events {
+            None | Some(json::Shape::Null) => None,
+            Some(json::Shape::Array(items)) => Some(parse_events(items, raw)?),
+            Some(_) => return invalid("events", "an array of event objects", raw_events(raw)),
         };
         let (extras, attributes) = self.extras_and_attributes(lt, rest)?;
         let row = Row {
@@ -623,8 +686,8 @@ impl Contract {
         lt: &LogType,
         rest: Vec<(Cow<'_, str>, &RawValue)>,
     ) -> Result<(Extras, Option<String>), Rejection> {
-        let mut extras = Vec::new();
-        let mut attrs: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
+        let mut extras = Vec::with_capacity(rest.len());
+        let mut attrs: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(rest.len());
         for (k, v) in rest {
             match lt.extra(&k) {
                 Some(col) => {
@@ -719,23 +782,23 @@ impl fmt::Display for EventField {
     }
 }
 
-fn parse_events(r: &RawValue) -> Result<Vec<Event>, Rejection> {
-    let not_an_array =
-        |e: serde_json::Error| Rejection::new(ReasonCode::InvalidField, format!("`events` is not a valid array: {e}"));
-    let items: Vec<json::Element<'_>> = match json::kind(r) {
-        Kind::Array => serde_json::from_str(r.get()).map_err(not_an_array)?,
-        _ => return invalid("events", "an array of event objects", r),
-    };
+/// The raw text of the (last) `events` field of a record that parsed, for messages.
+fn raw_events(record: &[u8]) -> &RawValue {
+    let Fields(fields) = serde_json::from_slice(record).expect("the record parsed as an object before");
+    fields.into_iter().rev().find(|(k, _)| k == "events").map(|(_, v)| v).expect("the record has events")
+}
+
+fn parse_events<'a>(items: Vec<json::Shape<'a>>, record: &'a [u8]) -> Result<Vec<Event>, Rejection> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let name = |field| EventField { index: i, field };
-        let json::Element::Object(fields) = item else {
+        let json::Shape::Object(fields) = item else {
             // Read the array again for the element's text, for the message.
-            let raw: Vec<&RawValue> = serde_json::from_str(r.get()).map_err(not_an_array)?;
+            let raw: Vec<&RawValue> = serde_json::from_str(raw_events(record).get()).expect("the array parsed before");
             return invalid(format!("events[{i}]"), "an object", raw[i]);
         };
         let mut e = Event::default();
-        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
+        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(fields.len());
         for (k, v) in fields {
             match k.as_ref() {
                 "action" => e.action = opt_string(name("action"), Some(v))?,

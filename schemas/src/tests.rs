@@ -169,6 +169,9 @@ fn messages_say_what_to_do() {
     assert!(e.message.contains("valid values are agw, app, connector, container, hub, web"), "{}", e.message);
     let e = parse(r#"{"organizationID":"a/b","environment":"dev","logType":"web","time":0}"#).unwrap_err();
     assert!(e.message.contains("'/'"), "{}", e.message);
+    let e = Contract::default().parse(b"{\"organizationID\":\"4\xff2\"}", &ctx()).unwrap_err();
+    assert_eq!(e.code, ReasonCode::InvalidJson);
+    assert!(e.message.contains("not UTF-8"), "{}", e.message);
     let e = parse(&format!(r#"{{{BASE},"time":"yesterday"}}"#)).unwrap_err();
     assert!(e.message.contains("\"yesterday\""), "{}", e.message);
     let e = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":[{{"action":"a"}}, [5, {{"x":1}}]]}}"#))
@@ -181,6 +184,15 @@ fn messages_say_what_to_do() {
     assert!(e.message.starts_with("`events[1].time` must be an RFC 3339 time"), "{}", e.message);
     let e = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":[{{"success":"yes"}}]}}"#)).unwrap_err();
     assert!(e.message.starts_with("`events[0].success` must be a boolean"), "{}", e.message);
+    for (events, got) in [(r#""x""#, r#""x""#), (r#"{"a":[1]}"#, r#"{"a":[1]}"#), ("[{}] , \"events\": 7", "7")] {
+        let e = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":{events}}}"#)).unwrap_err();
+        assert_eq!(e.message, format!("`events` must be an array of event objects, got {got}"), "{events}");
+    }
+    let r = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":7,"events":null}}"#)).expect("last wins");
+    assert_eq!(r.row.events, None);
+    let r = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":null,"events":[{{"action":"a"}}]}}"#))
+        .expect("last wins");
+    assert_eq!(r.row.events.expect("events")[0].action.as_deref(), Some("a"));
 }
 
 #[test]
@@ -277,6 +289,11 @@ fn numbered_record_ids_share_their_source_half_and_grow_with_the_position() {
     assert_eq!(a, record_id_at("wal-1", 7), "the same for a retry");
     assert_ne!(a[..16], record_id_at("wal-2", 7)[..16]);
     assert_eq!(record_id_at("x", u64::MAX)[16..], *"ffffffffffffffff");
+    for source in ["", "wal-1", "49546986683135544286507457936321625675700192471156785000"] {
+        let h = xxhash_rust::xxh3::xxh3_64(source.as_bytes());
+        assert_eq!(record_id_at(source, 3), format!("{h:016x}{:016x}", 3));
+        assert_eq!(record_id(source), format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes())));
+    }
 }
 
 proptest::proptest! {
@@ -300,5 +317,30 @@ proptest::proptest! {
             .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
             .unwrap_or_else(|| micros.to_string());
         proptest::prop_assert_eq!(format_time(micros), chrono);
+    }
+}
+
+proptest::proptest! {
+    /// The fast reading of `YYYY-MM-DDTHH:MM:SS.fZ` agrees with chrono's, for valid and invalid
+    /// dates alike.
+    #[test]
+    fn utc_times_read_as_chrono_reads_them(
+        y in 0u32..10_000, mo in 0u32..14, d in 0u32..33, h in 0u32..25, mi in 0u32..61, s in 0u32..62,
+        frac in proptest::option::of("[0-9]{1,12}"), z in proptest::sample::select(vec!["Z", "z", "+00:00", "-05:30", ""]),
+    ) {
+        let text = match &frac {
+            Some(f) => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{f}{z}"),
+            None => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{z}"),
+        };
+        let chrono = chrono::DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&chrono::Utc).timestamp_micros());
+        let ours = parse_time_str(&text);
+        if frac.as_ref().is_some_and(|f| f.len() > 9) {
+            // More than nine digits: chrono refuses, we keep nine.
+            let nine = text.replacen(frac.as_deref().unwrap_or_default(), &frac.as_deref().unwrap_or_default()[..9], 1);
+            let chrono9 = chrono::DateTime::parse_from_rfc3339(&nine).ok().map(|t| t.with_timezone(&chrono::Utc).timestamp_micros());
+            proptest::prop_assert_eq!(ours, chrono9, "{}", text);
+        } else {
+            proptest::prop_assert_eq!(ours, chrono, "{}", text);
+        }
     }
 }

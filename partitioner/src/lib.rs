@@ -23,7 +23,9 @@ use serde::{
     de::{self, Visitor},
 };
 use serde_json::value::RawValue;
-use sluice_schemas::{Context, Contract, Limits, PartitionKeys, Record, Registry, Rejection, record_id};
+use sluice_schemas::{
+    BorrowedRecord, Context, Contract, Limits, PartitionKeys, Record, Registry, Rejection, record_id,
+};
 
 /// The result of transforming one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,14 +208,19 @@ impl Partitioner {
     /// Transforms one record: unwraps an SNS notification envelope, then applies the contract.
     pub fn transform(&self, raw: &[u8], ctx: &Context) -> Outcome {
         let unwrapped = unwrap_sns(raw);
-        let body = unwrapped.as_deref().unwrap_or(raw);
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Outcome::Dropped;
-        }
-        match self.contract.parse(body, ctx) {
-            Ok(r) => Outcome::Ok(Box::new(r)),
+        match self.apply(unwrapped.as_deref().unwrap_or(raw), ctx) {
+            Ok(Some(r)) => Outcome::Ok(Box::new(r.into_owned())),
+            Ok(None) => Outcome::Dropped,
             Err(e) => Outcome::ProcessingFailed(e),
         }
+    }
+
+    /// The contract applied to an unwrapped body: `None` for a body of only whitespace.
+    fn apply<'a>(&self, body: &'a [u8], ctx: &'a Context) -> Result<Option<BorrowedRecord<'a>>, Rejection> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        self.contract.parse_borrowed(body, ctx).map(Some)
     }
 
     /// Handles one Firehose data-transformation event: the [`FirehoseResponse`] as compact JSON,
@@ -236,8 +243,10 @@ impl Partitioner {
                 record_id: record_id(&r.record_id),
                 arrival_micros: r.approximate_arrival_timestamp.saturating_mul(1000),
             };
-            match self.transform(&r.data, &ctx) {
-                Outcome::Ok(rec) => {
+            // The rows are written out at once, so their text is borrowed, not copied.
+            let unwrapped = unwrap_sns(&r.data);
+            match self.apply(unwrapped.as_deref().unwrap_or(&r.data), &ctx) {
+                Ok(Some(rec)) => {
                     line.clear();
                     rec.row.write_json_line(&self.contract.registry, &mut line);
                     out.extend_from_slice(b",\"result\":\"Ok\",\"data\":");
@@ -246,12 +255,12 @@ impl Partitioner {
                     rec.partition.write_keys_json(&mut out);
                     out.extend_from_slice(b"}}");
                 }
-                Outcome::Dropped => {
+                Ok(None) => {
                     out.extend_from_slice(b",\"result\":\"Dropped\",\"data\":");
                     push_base64(&mut out, &r.data);
                     out.push(b'}');
                 }
-                Outcome::ProcessingFailed(e) => {
+                Err(e) => {
                     tracing::warn!(
                         record_id = %r.record_id,
                         reason = e.code.as_str(),

@@ -157,11 +157,12 @@ pub fn record_id_at(source: &str, position: u64) -> String {
     hex(u128::from(xxhash_rust::xxh3::xxh3_64(source.as_bytes())) << 64 | u128::from(position), 32)
 }
 
-/// A typed value of an extra column.
+/// A typed value of an extra column. Text is `String` in an owned row, `Cow<str>` in one that
+/// borrows from the raw record (see [`Contract::parse_borrowed`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum ExtraValue {
+pub enum ExtraValue<S = String> {
     /// Text.
-    String(String),
+    String(S),
     /// Integer.
     Bigint(i64),
     /// Float.
@@ -171,77 +172,141 @@ pub enum ExtraValue {
     /// Microseconds since the epoch, UTC.
     Timestamp(i64),
     /// JSON text.
-    Json(String),
+    Json(S),
 }
 
 /// One element of `events`: a step of a request on one server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Event {
+pub struct Event<S = String> {
     /// `action`.
-    pub action: Option<String>,
+    pub action: Option<S>,
     /// `description`.
-    pub description: Option<String>,
+    pub description: Option<S>,
     /// `detail` as JSON text.
-    pub detail: Option<String>,
+    pub detail: Option<S>,
     /// `caller`.
-    pub caller: Option<String>,
+    pub caller: Option<S>,
     /// `server`.
-    pub server: Option<String>,
+    pub server: Option<S>,
     /// `success`.
     pub success: Option<bool>,
     /// `time`, microseconds since the epoch, UTC.
     pub time: Option<i64>,
     /// `transactionId`.
-    pub transaction_id: Option<String>,
+    pub transaction_id: Option<S>,
     /// `type`.
-    pub r#type: Option<String>,
+    pub r#type: Option<S>,
     /// Other fields, a JSON object as text.
-    pub attributes: Option<String>,
+    pub attributes: Option<S>,
 }
 
 /// The data columns of one record, normalized.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub struct Row<S = String> {
     /// `record_id`.
-    pub record_id: String,
+    pub record_id: S,
     /// `time`, microseconds since the epoch, UTC.
     pub time: i64,
     /// `transaction_id`.
-    pub transaction_id: Option<String>,
+    pub transaction_id: Option<S>,
     /// `server`.
-    pub server: Option<String>,
+    pub server: Option<S>,
     /// `action`.
-    pub action: Option<String>,
+    pub action: Option<S>,
     /// `type`.
-    pub r#type: Option<String>,
+    pub r#type: Option<S>,
     /// `description`.
-    pub description: Option<String>,
+    pub description: Option<S>,
     /// `caller`.
-    pub caller: Option<String>,
+    pub caller: Option<S>,
     /// `success`.
     pub success: Option<bool>,
     /// `detail`, JSON text.
-    pub detail: Option<String>,
+    pub detail: Option<S>,
     /// `events`.
-    pub events: Option<Vec<Event>>,
+    pub events: Option<Vec<Event<S>>>,
     /// `attributes`, a JSON object as text.
-    pub attributes: Option<String>,
+    pub attributes: Option<S>,
     /// `ingested_at`, microseconds since the epoch, UTC.
     pub ingested_at: i64,
     /// Typed extras: (index in [`Registry::extras`], value), in that index order.
-    pub extras: Extras,
+    pub extras: Extras<S>,
 }
 
 /// Typed extras of a row: (index in [`Registry::extras`], value).
-pub type Extras = Vec<(usize, ExtraValue)>;
+pub type Extras<S = String> = Vec<(usize, ExtraValue<S>)>;
 
 /// An accepted record: where it goes and what it holds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
+pub struct Record<S = String> {
     /// The partition (lake path) of the record.
     pub partition: Partition,
     /// The data columns.
-    pub row: Row,
+    pub row: Row<S>,
+}
+
+/// A record whose text borrows from the raw record where it can (no escapes to undo, nothing
+/// to minify): what the Firehose transform writes out without copying every string.
+pub type BorrowedRecord<'a> = Record<Cow<'a, str>>;
+
+impl BorrowedRecord<'_> {
+    /// The record with its own copy of every string.
+    pub fn into_owned(self) -> Record {
+        Record { partition: self.partition, row: self.row.into_owned() }
+    }
+}
+
+impl Row<Cow<'_, str>> {
+    /// The row with its own copy of every string.
+    pub fn into_owned(self) -> Row {
+        let own = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+        Row {
+            record_id: self.record_id.into_owned(),
+            time: self.time,
+            transaction_id: own(self.transaction_id),
+            server: own(self.server),
+            action: own(self.action),
+            r#type: own(self.r#type),
+            description: own(self.description),
+            caller: own(self.caller),
+            success: self.success,
+            detail: own(self.detail),
+            events: self.events.map(|events| {
+                events
+                    .into_iter()
+                    .map(|e| Event {
+                        action: own(e.action),
+                        description: own(e.description),
+                        detail: own(e.detail),
+                        caller: own(e.caller),
+                        server: own(e.server),
+                        success: e.success,
+                        time: e.time,
+                        transaction_id: own(e.transaction_id),
+                        r#type: own(e.r#type),
+                        attributes: own(e.attributes),
+                    })
+                    .collect()
+            }),
+            attributes: own(self.attributes),
+            ingested_at: self.ingested_at,
+            extras: self
+                .extras
+                .into_iter()
+                .map(|(i, v)| {
+                    let v = match v {
+                        ExtraValue::String(s) => ExtraValue::String(s.into_owned()),
+                        ExtraValue::Json(s) => ExtraValue::Json(s.into_owned()),
+                        ExtraValue::Bigint(n) => ExtraValue::Bigint(n),
+                        ExtraValue::Double(n) => ExtraValue::Double(n),
+                        ExtraValue::Boolean(b) => ExtraValue::Boolean(b),
+                        ExtraValue::Timestamp(t) => ExtraValue::Timestamp(t),
+                    };
+                    (i, v)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The record contract: a registry of log types and the limits.
@@ -280,11 +345,11 @@ fn opt(v: Option<&RawValue>) -> Option<&RawValue> {
     v.filter(|r| json::kind(r) != Kind::Null)
 }
 
-fn opt_string(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<String>, Rejection> {
+fn opt_string(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, Rejection> {
     match opt(v) {
         None => Ok(None),
         Some(r) => match json::string(r) {
-            Some(s) => Ok(Some(s.into_owned())),
+            Some(s) => Ok(Some(s)),
             None => invalid(field, "a string", r),
         },
     }
@@ -299,8 +364,8 @@ fn opt_bool(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<boo
     }
 }
 
-fn json_text(v: Option<&RawValue>) -> Option<String> {
-    opt(v).map(|r| json::minify(r.get()).into_owned())
+fn json_text(v: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    opt(v).map(|r| json::minify(r.get()))
 }
 
 /// Parses epoch milliseconds (a JSON number, integer or not) into microseconds since the epoch.
@@ -417,30 +482,23 @@ pub(crate) fn write_time(out: &mut Vec<u8>, micros: i64) {
     let in_day = micros.rem_euclid(86_400_000_000);
     let (year, month, day) = civil_from_days(days);
     let secs = in_day / 1_000_000;
-    digits(out, year, 4);
-    out.push(b'-');
-    digits(out, month, 2);
-    out.push(b'-');
-    digits(out, day, 2);
-    out.push(b'T');
-    digits(out, secs / 3600, 2);
-    out.push(b':');
-    digits(out, secs / 60 % 60, 2);
-    out.push(b':');
-    digits(out, secs % 60, 2);
-    out.push(b'.');
-    digits(out, in_day % 1_000_000, 6);
-    out.push(b'Z');
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    digits(&mut text[0..4], year);
+    digits(&mut text[5..7], month);
+    digits(&mut text[8..10], day);
+    digits(&mut text[11..13], secs / 3600);
+    digits(&mut text[14..16], secs / 60 % 60);
+    digits(&mut text[17..19], secs % 60);
+    digits(&mut text[20..26], in_day % 1_000_000);
+    out.extend_from_slice(&text);
 }
 
-/// Appends the `width` last decimal digits of `n` (not negative), zero-padded.
-fn digits(out: &mut Vec<u8>, mut n: i64, width: usize) {
-    let mut buf = [b'0'; 6];
-    for d in buf[..width].iter_mut().rev() {
+/// Writes the last `dst.len()` decimal digits of `n` (not negative) into `dst`, zero-padded.
+fn digits(dst: &mut [u8], mut n: i64) {
+    for d in dst.iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    out.extend_from_slice(&buf[..width]);
 }
 
 /// The proleptic Gregorian (year, month, day) of a day number since 1970-01-01 (Howard
@@ -494,6 +552,12 @@ fn required<'a>(field: &str, v: Option<&'a RawValue>) -> Result<&'a RawValue, Re
 impl Contract {
     /// Applies the record contract to one raw record.
     pub fn parse(&self, raw: &[u8], ctx: &Context) -> Result<Record, Rejection> {
+        self.parse_borrowed(raw, ctx).map(BorrowedRecord::into_owned)
+    }
+
+    /// Applies the record contract to one raw record, borrowing the row's text from `raw` and
+    /// `ctx` where it can: the same record as [`Contract::parse`] without copying its strings.
+    pub fn parse_borrowed<'a>(&self, raw: &'a [u8], ctx: &'a Context) -> Result<BorrowedRecord<'a>, Rejection> {
         if raw.len() > self.limits.max_record_bytes {
             return reject(
                 ReasonCode::RecordTooLarge,
@@ -663,7 +727,7 @@ impl Contract {
         };
         let (extras, attributes) = self.extras_and_attributes(lt, rest)?;
         let row = Row {
-            record_id: ctx.record_id.clone(),
+            record_id: Cow::Borrowed(ctx.record_id.as_str()),
             time,
             transaction_id: opt_string("transactionId", txn)?,
             server: opt_string("server", server)?,
@@ -681,11 +745,11 @@ impl Contract {
         Ok(Record { partition, row })
     }
 
-    fn extras_and_attributes(
+    fn extras_and_attributes<'a>(
         &self,
         lt: &LogType,
-        rest: Vec<(Cow<'_, str>, &RawValue)>,
-    ) -> Result<(Extras, Option<String>), Rejection> {
+        rest: Vec<(Cow<'a, str>, &'a RawValue)>,
+    ) -> Result<(Extras<Cow<'a, str>>, Option<Cow<'a, str>>), Rejection> {
         let mut extras = Vec::with_capacity(rest.len());
         let mut attrs: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(rest.len());
         for (k, v) in rest {
@@ -700,7 +764,7 @@ impl Contract {
             }
         }
         extras.sort_by_key(|(i, _)| *i);
-        Ok((extras, object_text(&attrs)))
+        Ok((extras, object_text(&attrs).map(Cow::Owned)))
     }
 }
 
@@ -723,7 +787,7 @@ fn object_text(pairs: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {
     Some(String::from_utf8(out).expect("built from valid UTF-8"))
 }
 
-fn extra_value(field: &str, ty: ExtraType, r: &RawValue) -> Result<Option<ExtraValue>, Rejection> {
+fn extra_value<'a>(field: &str, ty: ExtraType, r: &'a RawValue) -> Result<Option<ExtraValue<Cow<'a, str>>>, Rejection> {
     let kind = json::kind(r);
     if kind == Kind::Null {
         return Ok(None);
@@ -732,8 +796,8 @@ fn extra_value(field: &str, ty: ExtraType, r: &RawValue) -> Result<Option<ExtraV
     let s = if kind == Kind::String { json::string(r) } else { None };
     let value = match ty {
         ExtraType::String => match (kind, s) {
-            (Kind::String, Some(s)) => ExtraValue::String(s.into_owned()),
-            (Kind::Number, _) => ExtraValue::String(text.to_owned()),
+            (Kind::String, Some(s)) => ExtraValue::String(s),
+            (Kind::Number, _) => ExtraValue::String(Cow::Borrowed(text)),
             _ => return invalid(field, "a string", r),
         },
         ExtraType::Bigint => {
@@ -764,7 +828,7 @@ fn extra_value(field: &str, ty: ExtraType, r: &RawValue) -> Result<Option<ExtraV
             _ => return invalid(field, "a boolean", r),
         },
         ExtraType::Timestamp => ExtraValue::Timestamp(time_field(field, r)?),
-        ExtraType::Json => ExtraValue::Json(json::minify(text).into_owned()),
+        ExtraType::Json => ExtraValue::Json(json::minify(text)),
     };
     Ok(Some(value))
 }
@@ -788,7 +852,7 @@ fn raw_events(record: &[u8]) -> &RawValue {
     fields.into_iter().rev().find(|(k, _)| k == "events").map(|(_, v)| v).expect("the record has events")
 }
 
-fn parse_events<'a>(items: Vec<json::Shape<'a>>, record: &'a [u8]) -> Result<Vec<Event>, Rejection> {
+fn parse_events<'a>(items: Vec<json::Shape<'a>>, record: &[u8]) -> Result<Vec<Event<Cow<'a, str>>>, Rejection> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let name = |field| EventField { index: i, field };
@@ -816,13 +880,13 @@ fn parse_events<'a>(items: Vec<json::Shape<'a>>, record: &'a [u8]) -> Result<Vec
                 }
             }
         }
-        e.attributes = object_text(&rest);
+        e.attributes = object_text(&rest).map(Cow::Owned);
         out.push(e);
     }
     Ok(out)
 }
 
-impl Row {
+impl<S: std::ops::Deref<Target = str>> Row<S> {
     /// The normalized JSON line of this row: data columns with lake names, nulls left out,
     /// timestamps as RFC 3339 UTC, newline-terminated. This is what the Firehose Lambda returns.
     pub fn to_json_line(&self, registry: &Registry) -> Vec<u8> {

@@ -188,6 +188,27 @@ fn messages_say_what_to_do() {
         let e = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":{events}}}"#)).unwrap_err();
         assert_eq!(e.message, format!("`events` must be an array of event objects, got {got}"), "{events}");
     }
+    // Fields that must be strings: the message shows the value that is not (the last of a name
+    // at the top level; the first bad one in an event, which is read field by field).
+    let t = r#""time":"2023-02-17T16:00:00Z""#;
+    for (fields, message) in [
+        (r#""server":[1, 2]"#, "`server` must be a string, got [1, 2]"),
+        (r#""server":1,"server":{"a":true}"#, r#"`server` must be a string, got {"a":true}"#),
+        (r#""caller":"ok","type":false"#, "`type` must be a string, got false"),
+        (
+            r#""events":[{"action":"a"},{"server":"s","action":7,"action":"b"}]"#,
+            "`events[1].action` must be a string, got 7",
+        ),
+        (r#""events":[{"type":"a","caller":-1.5e3}]"#, "`events[0].caller` must be a string, got -1.5e3"),
+    ] {
+        let e = parse(&format!("{{{BASE},{t},{fields}}}")).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (ReasonCode::InvalidField, message), "{fields}");
+    }
+    let r =
+        parse(&format!(r#"{{{BASE},{t},"server":7,"server":null,"action":"a\"b","events":[{{"type":"x\u0041"}}]}}"#))
+            .expect("strings, escaped or not, and null");
+    assert_eq!((r.row.server, r.row.action.as_deref()), (None, Some("a\"b")));
+    assert_eq!(r.row.events.expect("events")[0].r#type.as_deref(), Some("xA"));
     let r = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":7,"events":null}}"#)).expect("last wins");
     assert_eq!(r.row.events, None);
     let r = parse(&format!(r#"{{{BASE},"time":"2023-02-17T16:00:00Z","events":null,"events":[{{"action":"a"}}]}}"#))

@@ -230,36 +230,36 @@ impl Partitioner {
         // The normalized line adds `record_id` and `ingested_at` and escapes nested JSON; its
         // base64 is 4/3 of that. Reserving enough up front saves copying megabytes on growth.
         let size: usize = event.records.iter().map(|r| r.data.len() * 2 + r.record_id.len() + 512).sum();
-        let mut out = Vec::with_capacity(size + 16);
+        // Text from the start (base64 and small checked pieces), so the megabytes are not
+        // checked as UTF-8 again at the end.
+        let mut out = String::with_capacity(size + 16);
         let mut line = Vec::with_capacity(4096);
-        out.extend_from_slice(b"{\"records\":[");
+        let mut small = Vec::with_capacity(256);
+        out.push_str("{\"records\":[");
         for (i, r) in event.records.iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                out.push(',');
             }
-            out.extend_from_slice(b"{\"recordId\":");
-            serde_json::to_writer(&mut out, &r.record_id).expect("writing to a Vec cannot fail");
+            small.clear();
+            small.extend_from_slice(b"{\"recordId\":");
+            serde_json::to_writer(&mut small, &r.record_id).expect("writing to a Vec cannot fail");
+            let id_end = small.len();
             let ctx = Context {
                 record_id: record_id(&r.record_id),
                 arrival_micros: r.approximate_arrival_timestamp.saturating_mul(1000),
             };
             // The rows are written out at once, so their text is borrowed, not copied.
             let unwrapped = unwrap_sns(&r.data);
-            match self.apply(unwrapped.as_deref().unwrap_or(&r.data), &ctx) {
+            let (result, data) = match self.apply(unwrapped.as_deref().unwrap_or(&r.data), &ctx) {
                 Ok(Some(rec)) => {
                     line.clear();
                     rec.row.write_json_line(&self.contract.registry, &mut line);
-                    out.extend_from_slice(b",\"result\":\"Ok\",\"data\":");
-                    push_base64(&mut out, &line);
-                    out.extend_from_slice(b",\"metadata\":{\"partitionKeys\":");
-                    rec.partition.write_keys_json(&mut out);
-                    out.extend_from_slice(b"}}");
+                    small.extend_from_slice(b",\"metadata\":{\"partitionKeys\":");
+                    rec.partition.write_keys_json(&mut small);
+                    small.push(b'}');
+                    ("Ok", line.as_slice())
                 }
-                Ok(None) => {
-                    out.extend_from_slice(b",\"result\":\"Dropped\",\"data\":");
-                    push_base64(&mut out, &r.data);
-                    out.push(b'}');
-                }
+                Ok(None) => ("Dropped", r.data.as_slice()),
                 Err(e) => {
                     tracing::warn!(
                         record_id = %r.record_id,
@@ -267,15 +267,23 @@ impl Partitioner {
                         message = %e.message,
                         "record rejected"
                     );
-                    out.extend_from_slice(b",\"result\":\"ProcessingFailed\",\"data\":");
-                    push_base64(&mut out, &r.data);
-                    out.push(b'}');
+                    ("ProcessingFailed", r.data.as_slice())
                 }
-            }
+            };
+            // `small` holds `{"recordId":…` then, for `Ok`, `,"metadata":{…}`; the result and
+            // the data go between them.
+            let text = std::str::from_utf8(&small).expect("JSON written from UTF-8 strings");
+            out.push_str(&text[..id_end]);
+            out.push_str(",\"result\":\"");
+            out.push_str(result);
+            out.push_str("\",\"data\":\"");
+            base64_simd::STANDARD.encode_append(data, &mut out);
+            out.push('"');
+            out.push_str(&text[id_end..]);
+            out.push('}');
         }
-        out.extend_from_slice(b"]}");
-        let text = String::from_utf8(out).expect("JSON written from UTF-8 strings and base64");
-        RawValue::from_string(text).expect("the response is JSON by construction")
+        out.push_str("]}");
+        RawValue::from_string(out).expect("the response is JSON by construction")
     }
 
     /// Handles one Firehose data-transformation event: the response as a value.
@@ -289,13 +297,6 @@ impl Partitioner {
         let event: FirehoseEvent = serde_json::from_slice(event)?;
         serde_json::to_string_pretty(&self.handle(&event))
     }
-}
-
-/// Appends `bytes` as a JSON string of their base64.
-fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    base64_simd::STANDARD.encode_append(bytes, out);
-    out.push(b'"');
 }
 
 #[derive(Deserialize)]

@@ -576,9 +576,9 @@ impl Contract {
         }
         // Checked as UTF-8 once, in one pass: parsed as text, the JSON parser does not check every
         // string and raw value again.
-        let text = match std::str::from_utf8(raw) {
-            Ok(t) => t,
-            Err(e) => return reject(ReasonCode::InvalidJson, format!("not valid JSON: the record is not UTF-8 ({e})")),
+        let Ok(text) = simdutf8::basic::from_utf8(raw) else {
+            let e = std::str::from_utf8(raw).err().map(|e| e.to_string()).unwrap_or_default();
+            return reject(ReasonCode::InvalidJson, format!("not valid JSON: the record is not UTF-8 ({e})"));
         };
         let json::RecordFields { fields, events } = match serde_json::from_str::<json::RecordFields<'_>>(text) {
             Ok(f) => f,
@@ -749,7 +749,7 @@ impl Contract {
         &self,
         lt: &LogType,
         rest: Vec<(Cow<'a, str>, &'a RawValue)>,
-    ) -> Result<(Extras<Cow<'a, str>>, Option<Cow<'a, str>>), Rejection> {
+    ) -> Result<ExtrasAndAttributes<'a>, Rejection> {
         let mut extras = Vec::with_capacity(rest.len());
         let mut attrs: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(rest.len());
         for (k, v) in rest {
@@ -767,6 +767,9 @@ impl Contract {
         Ok((extras, object_text(&attrs).map(Cow::Owned)))
     }
 }
+
+/// A row's typed extras and its `attributes` text.
+type ExtrasAndAttributes<'a> = (Extras<Cow<'a, str>>, Option<Cow<'a, str>>);
 
 /// A JSON object as text from (key, raw value) pairs; `None` when there are none.
 fn object_text(pairs: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {

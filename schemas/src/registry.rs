@@ -201,6 +201,8 @@ pub struct Registry {
     types: BTreeMap<String, LogType>,
     /// Union of every log type's extras, in order of first appearance (log types by name).
     extras: Vec<ExtraColumn>,
+    /// For each log type, the position in `extras` of each of its columns.
+    slots: BTreeMap<String, Vec<usize>>,
 }
 
 impl Registry {
@@ -259,7 +261,17 @@ impl Registry {
                 }
             }
         }
-        Ok(Self { types, extras })
+        let slots = types
+            .values()
+            .map(|lt| {
+                let slots = lt
+                    .columns
+                    .iter()
+                    .map(|c| extras.iter().position(|e| e.name == c.name).expect("every column is in the union"));
+                (lt.name.clone(), slots.collect())
+            })
+            .collect();
+        Ok(Self { types, extras, slots })
     }
 
     /// The log type named `name`.
@@ -280,6 +292,11 @@ impl Registry {
     /// Every typed extra column of every log type (the union), in lake column order.
     pub fn extras(&self) -> &[ExtraColumn] {
         &self.extras
+    }
+
+    /// For each column of the log type `name`, its position in [`Registry::extras`].
+    pub fn extra_slots(&self, name: &str) -> &[usize] {
+        self.slots.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// Position of the extra column `name` in [`Registry::extras`].
@@ -322,6 +339,20 @@ mod tests {
         let r = Registry::builtin();
         assert_eq!(r.names(), ["agw", "app", "connector", "container", "hub", "web"]);
         assert_eq!(r.get("agw").and_then(|t| t.legacy_table.as_deref()), Some("TransactionLog"));
+    }
+
+    #[test]
+    fn extra_slots_point_at_each_column_in_the_union() {
+        let r = Registry::builtin();
+        for lt in r.log_types() {
+            let slots = r.extra_slots(&lt.name);
+            assert_eq!(slots.len(), lt.columns.len());
+            for (c, &slot) in lt.columns.iter().zip(slots) {
+                assert_eq!(r.extras()[slot].name, c.name);
+                assert_eq!(r.extra_index(&c.name), Some(slot));
+            }
+        }
+        assert!(r.extra_slots("nope").is_empty());
     }
 
     #[test]

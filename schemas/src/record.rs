@@ -752,12 +752,13 @@ impl Contract {
     ) -> Result<ExtrasAndAttributes<'a>, Rejection> {
         let mut extras = Vec::with_capacity(rest.len());
         let mut attrs: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(rest.len());
+        let slots = self.registry.extra_slots(&lt.name);
         for (k, v) in rest {
-            match lt.extra(&k) {
-                Some(col) => {
+            match lt.columns.iter().position(|c| c.field == k) {
+                Some(j) => {
+                    let col = &lt.columns[j];
                     if let Some(value) = extra_value(&col.field, col.ty, v)? {
-                        let idx = self.registry.extra_index(&col.name).expect("registry holds every extra");
-                        extras.push((idx, value));
+                        extras.push((slots[j], value));
                     }
                 }
                 None => attrs.push((k, v)),

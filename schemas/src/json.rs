@@ -38,24 +38,31 @@ pub(crate) struct Fields<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(FieldsVisitor)
+        Ok(Fields(d.deserialize_map(FieldsVisitor { events_apart: false })?.fields))
     }
 }
 
-struct FieldsVisitor;
+/// Reads an object's fields; with `events_apart`, a field `events` is read into its shape
+/// instead of kept raw.
+struct FieldsVisitor {
+    events_apart: bool,
+}
 
 impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields<'de>;
+    type Value = RecordFields<'de>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        let mut out = RecordFields { fields: Vec::with_capacity(map.size_hint().unwrap_or(16)), events: None };
         while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-            let v: &'de RawValue = map.next_value()?;
-            out.push((k, v));
+            if self.events_apart && k == "events" {
+                out.events = Some(map.next_value()?);
+            } else {
+                out.fields.push((k, map.next_value()?));
+            }
         }
-        Ok(Fields(out))
+        Ok(out)
     }
 }
 
@@ -71,25 +78,7 @@ pub(crate) struct RecordFields<'a> {
 
 impl<'de> Deserialize<'de> for RecordFields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RecordFields<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = RecordFields { fields: Vec::with_capacity(24), events: None };
-                while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-                    if k == "events" {
-                        out.events = Some(map.next_value()?);
-                    } else {
-                        out.fields.push((k, map.next_value()?));
-                    }
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_map(V)
+        d.deserialize_map(FieldsVisitor { events_apart: true })
     }
 }
 
@@ -112,7 +101,7 @@ impl<'de> Deserialize<'de> for Shape<'de> {
                 f.write_str("a JSON value")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                Ok(Shape::Object(FieldsVisitor.visit_map(map)?.0))
+                Ok(Shape::Object(FieldsVisitor { events_apart: false }.visit_map(map)?.fields))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));

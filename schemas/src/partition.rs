@@ -111,11 +111,7 @@ impl Partition {
             out.push(b'"');
             let mut buf = [b'0'; 5];
             let width = width.max(n.checked_ilog10().map_or(1, |l| l as usize + 1));
-            let mut n = n;
-            for d in buf[..width].iter_mut().rev() {
-                *d = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
+            crate::record::digits(&mut buf[..width], n.into());
             out.extend_from_slice(&buf[..width]);
             out.push(b'"');
         };

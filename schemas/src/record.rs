@@ -494,7 +494,7 @@ pub(crate) fn write_time(out: &mut Vec<u8>, micros: i64) {
 }
 
 /// Writes the last `dst.len()` decimal digits of `n` (not negative) into `dst`, zero-padded.
-fn digits(dst: &mut [u8], mut n: i64) {
+pub(crate) fn digits(dst: &mut [u8], mut n: i64) {
     for d in dst.iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         n /= 10;

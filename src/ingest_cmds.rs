@@ -297,6 +297,9 @@ pub struct PublishArgs {
     /// Compress requests with gzip.
     #[arg(long)]
     gzip: bool,
+    /// Requests in flight at once [default: 4; `PublishBatch` calls with `sns://`: 8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: Option<u16>,
     /// Bearer token for servers that require one.
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -372,6 +375,9 @@ pub fn publish(args: PublishArgs, registry: Registry) -> Result<ExitCode> {
     let rt = runtime()?;
     let producer = if let Some(topic) = topic_of_url(&args.to) {
         let mut opts = SnsOptions::new(topic);
+        if let Some(n) = args.concurrency {
+            opts.concurrency = n.into();
+        }
         if !args.no_validate {
             opts.contract = Some(Contract { registry, limits: Limits::default() });
         }
@@ -382,6 +388,7 @@ pub fn publish(args: PublishArgs, registry: Registry) -> Result<ExitCode> {
             batch_records: args.batch_records,
             batch_bytes: args.batch_bytes,
             gzip: args.gzip,
+            concurrency: args.concurrency.map_or(PublishOptions::default().concurrency, usize::from),
             token: args.token.clone(),
             ..PublishOptions::default()
         })?)

@@ -10,6 +10,7 @@ use std::{
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use object_store::path::Path;
 use sluice_schemas::{Partition, Registry, Row};
 
 use crate::{
@@ -130,6 +131,25 @@ impl Job {
         format!("{prefix}-{:020}-{:020}.{ext}", self.min_seq, self.max_seq)
     }
 
+    /// Encodes the job: the key it goes to and the file's bytes. CPU work; the delivery stream
+    /// runs it on the blocking pool.
+    pub fn encode(&self, lake: &Lake, registry: &Registry, schema: &SchemaRef, prefix: &str) -> Result<(Path, Bytes)> {
+        let name = self.file_name(prefix);
+        Ok(match &self.target {
+            Target::Data { partition, rows } => {
+                let refs: Vec<&Row> = rows.iter().collect();
+                (lake.data_key(partition, &name), Bytes::from(encode_parquet(registry, schema, &refs)?))
+            }
+            Target::Errors { hour, records } => {
+                let mut out = Vec::with_capacity(records.len() * 256);
+                for r in records {
+                    out.extend_from_slice(&r.to_line());
+                }
+                (lake.error_key(PROCESSING_FAILED, *hour, &name), Bytes::from(out))
+            }
+        })
+    }
+
     /// Encodes and writes the job to the lake. Returns the key written and its size.
     pub async fn write(
         &self,
@@ -138,23 +158,9 @@ impl Job {
         schema: &SchemaRef,
         prefix: &str,
     ) -> Result<(String, u64)> {
-        let name = self.file_name(prefix);
-        let (key, bytes) = match &self.target {
-            Target::Data { partition, rows } => {
-                let refs: Vec<&Row> = rows.iter().collect();
-                let bytes = encode_parquet(registry, schema, &refs)?;
-                (lake.data_key(partition, &name), bytes)
-            }
-            Target::Errors { hour, records } => {
-                let mut out = Vec::with_capacity(records.len() * 256);
-                for r in records {
-                    out.extend_from_slice(&r.to_line());
-                }
-                (lake.error_key(PROCESSING_FAILED, *hour, &name), out)
-            }
-        };
+        let (key, bytes) = self.encode(lake, registry, schema, prefix)?;
         let n = bytes.len() as u64;
-        lake.put(&key, Bytes::from(bytes)).await?;
+        lake.put(&key, bytes).await?;
         Ok((key.to_string(), n))
     }
 }

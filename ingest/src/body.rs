@@ -48,7 +48,7 @@ pub fn decode(body: bytes::Bytes, encoding: Option<&str>, limit: u64) -> Result<
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "identity") => Ok(body),
         Some("gzip" | "x-gzip") => {
-            let mut out = Vec::with_capacity((body.len() * 4).min(limit as usize));
+            let mut out = Vec::with_capacity(gzip_size_hint(&body).min(limit as usize + 1));
             let mut d = flate2::read::MultiGzDecoder::new(&body[..]).take(limit + 1);
             d.read_to_end(&mut out).map_err(|e| BodyError::BadGzip(e.to_string()))?;
             if out.len() as u64 > limit {
@@ -58,6 +58,16 @@ pub fn decode(body: bytes::Bytes, encoding: Option<&str>, limit: u64) -> Result<
         }
         Some(other) => Err(BodyError::UnsupportedEncoding(other.to_owned())),
     }
+}
+
+/// The decompressed size of a gzip body, to allocate it once: the trailer's `ISIZE` (exact for
+/// one member), or four times the body when `ISIZE` is less than the body (several members, the
+/// last one small). No more than deflate's largest ratio makes possible, so a forged trailer
+/// cannot reserve much.
+fn gzip_size_hint(body: &[u8]) -> usize {
+    let isize = body.last_chunk::<4>().map_or(0, |t| u32::from_le_bytes(*t) as usize);
+    let hint = if isize >= body.len() { isize } else { body.len() * 4 };
+    hint.min(body.len().saturating_mul(1032))
 }
 
 /// Splits a body into records. A body starting with `[` is a JSON array; a body that is one JSON
@@ -131,5 +141,19 @@ mod tests {
             decode(bytes::Bytes::from_static(b"xx"), Some("br"), 10),
             Err(BodyError::UnsupportedEncoding(_))
         ));
+    }
+
+    #[test]
+    fn gzip_size_hint_is_the_trailer_within_deflate_ratios() {
+        use std::io::Write;
+        let raw: Vec<u8> = (0..300_000u32).flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes()).collect();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&raw).unwrap();
+        let mut gz = e.finish().unwrap();
+        assert_eq!(gzip_size_hint(&gz), raw.len());
+        let n = gz.len();
+        gz[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(gzip_size_hint(&gz), n * 1032, "a forged trailer reserves no more than deflate can produce");
+        assert_eq!(gzip_size_hint(b"xy"), 8);
     }
 }

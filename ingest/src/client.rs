@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -23,6 +25,9 @@ pub struct PublishOptions {
     pub batch_bytes: usize,
     /// Compress requests with gzip.
     pub gzip: bool,
+    /// Requests in flight at once. The server commits concurrent requests to its log with one
+    /// fsync and transforms them on all its cores, so a few in flight keep it busy.
+    pub concurrency: usize,
     /// Attempts per batch while the server answers 429/503 (each waits its `Retry-After`).
     pub max_attempts: u32,
     /// Attempts per batch while the server cannot be reached.
@@ -38,6 +43,7 @@ impl Default for PublishOptions {
             batch_records: 1000,
             batch_bytes: 4 << 20,
             gzip: false,
+            concurrency: 4,
             max_attempts: 60,
             connect_attempts: 5,
             token: None,
@@ -131,36 +137,56 @@ impl Publisher {
     }
 
     /// Publishes every line of `input`; `progress` is called after each batch with the summary so far.
+    /// Up to [`PublishOptions::concurrency`] batches are in flight; they are summarized in input
+    /// order.
     pub async fn publish(
         &self,
         input: impl BufRead + Send + 'static,
         mut progress: impl FnMut(&Summary),
     ) -> Result<Summary> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Batch>>(2);
+        let concurrency = self.opts.concurrency.max(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Batch>>(2 * concurrency);
         let (max_records, max_bytes) = (self.opts.batch_records.max(1), self.opts.batch_bytes.max(1));
         let reader = tokio::task::spawn_blocking(move || read_batches(input, max_records, max_bytes, &tx));
+        let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let sent = batches
+            .map(|batch| async move {
+                let batch = batch.map_err(Error::io("input"))?;
+                let bytes = batch.bytes_read;
+                let mut s = if batch.lines.is_empty() { Summary::default() } else { self.send(batch).await? };
+                s.bytes = bytes;
+                Ok::<_, Error>(s)
+            })
+            .buffered(concurrency);
+        let mut sent = std::pin::pin!(sent);
         let mut summary = Summary::default();
-        while let Some(batch) = rx.recv().await {
-            let batch = batch.map_err(Error::io("input"))?;
-            summary.bytes += batch.bytes_read;
-            if !batch.lines.is_empty() {
-                self.send(&batch, &mut summary).await?;
-            }
+        while let Some(s) = sent.next().await {
+            summary.merge(s?);
             progress(&summary);
         }
         reader.await.map_err(|e| Error::Stopped(e.to_string()))?;
         Ok(summary)
     }
 
-    async fn send(&self, batch: &Batch, summary: &mut Summary) -> Result<()> {
+    /// Sends one batch, retrying while the server is overloaded or unreachable.
+    async fn send(&self, batch: Batch) -> Result<Summary> {
         let url = format!("{}/v1/logs", self.opts.url.trim_end_matches('/'));
-        let body = if self.opts.gzip {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(&batch.body).map_err(Error::io("gzip"))?;
-            e.finish().map_err(Error::io("gzip"))?
+        let Batch { body: raw, lines, .. } = batch;
+        let body = Bytes::from(if self.opts.gzip {
+            // Compressed on the blocking pool, so batches in flight compress on every core.
+            tokio::task::spawn_blocking(move || {
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
+                e.write_all(&raw)?;
+                e.finish()
+            })
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))?
+            .map_err(Error::io("gzip"))?
         } else {
-            batch.body.clone()
-        };
+            raw
+        });
+        let mut summary = Summary::default();
         let mut attempt = 0u32;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -177,16 +203,16 @@ impl Publisher {
                     let text = resp.bytes().await.map_err(|e| Error::Http(format!("{url}: {e}")))?;
                     let answer: Answer = serde_json::from_slice(&text)
                         .map_err(|e| Error::Http(format!("{url}: unreadable answer: {e}")))?;
-                    summary.sent += batch.lines.len() as u64;
+                    summary.sent += lines.len() as u64;
                     summary.accepted += answer.accepted;
                     for e in answer.errors {
                         *summary.rejected.entry(e.code.clone()).or_default() += 1;
                         if summary.examples.len() < 20 {
-                            let line = batch.lines.get(e.index).copied().unwrap_or_default();
+                            let line = lines.get(e.index).copied().unwrap_or_default();
                             summary.examples.push(RejectedLine { line, code: e.code, message: e.message });
                         }
                     }
-                    return Ok(());
+                    return Ok(summary);
                 }
                 Ok(resp) if matches!(resp.status().as_u16(), 429 | 503) => {
                     let after = resp

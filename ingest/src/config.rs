@@ -202,8 +202,16 @@ impl Partial {
             return Err(Error::Config(format!("max_decompressed_mib = {dec} must be at least max_body_mib = {body}")));
         }
         let future = range("max_future_hours", self.max_future_hours.unwrap_or(24), 0, 24 * 366, "hours")?;
-        let flushes =
-            range("concurrent_flushes", self.concurrent_flushes.unwrap_or(2), 1, 64, "files written at once")?;
+        // Twice the cores: files encode on every core while as many others wait on the disk or S3.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let default_flushes = (2 * cores).clamp(4, 64);
+        let flushes = range(
+            "concurrent_flushes",
+            self.concurrent_flushes.unwrap_or(default_flushes),
+            1,
+            64,
+            "files written at once",
+        )?;
         let ingest_rate = self.ingest_rate.unwrap_or(200.0);
         let query_rate = self.query_rate.unwrap_or(20.0);
         for (name, v) in [("ingest_rate", ingest_rate), ("query_rate", query_rate)] {

@@ -24,9 +24,10 @@ use std::{
 
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
+use object_store::path::Path;
 use sluice_auth::Orgs;
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, ReasonCode, Rejection, record_id_at};
+use sluice_schemas::{Context, ReasonCode, Registry, Rejection, record_id_at};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinSet,
@@ -128,6 +129,42 @@ fn check_org(item: Item, orgs: &Orgs) -> std::result::Result<Item, Rejection> {
     }
 }
 
+/// What writing a file needs besides the job.
+#[derive(Debug)]
+struct Writer {
+    lake: Lake,
+    registry: Registry,
+    schema: SchemaRef,
+    /// File name prefix: the log id.
+    prefix: String,
+}
+
+impl Writer {
+    /// Encodes `job` on the blocking pool (so files encode on every core while others are being
+    /// written, and the job's rows are freed there too), retrying with backoff while it fails.
+    async fn encode(self: &Arc<Self>, mut job: Job) -> (Path, Bytes) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let w = Arc::clone(self);
+            let done =
+                tokio::task::spawn_blocking(move || match job.encode(&w.lake, &w.registry, &w.schema, &w.prefix) {
+                    Ok(file) => Ok(file),
+                    Err(e) => Err(Box::new((job, e))),
+                })
+                .await;
+            let e;
+            (job, e) = match done {
+                Ok(Ok(file)) => return file,
+                Ok(Err(failed)) => *failed,
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            };
+            tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "encoding a file failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
 impl Pipeline {
     /// Opens the log in `config.wal.dir`, starts delivery, and re-delivers whatever the log still
     /// holds from before a stop or crash.
@@ -147,9 +184,12 @@ impl Pipeline {
         let (wal_tx, wal_rx) = oneshot::channel();
         // Delivery runs while the log is read, so recovering a large log stays within memory.
         let delivery = Delivery {
-            lake: lake.clone(),
-            schema: Arc::new(registry.lake_arrow_schema()),
-            registry,
+            writer: Arc::new(Writer {
+                lake: lake.clone(),
+                schema: Arc::new(registry.lake_arrow_schema()),
+                registry,
+                prefix: id.clone(),
+            }),
             batcher: Batcher::new(config.hints),
             metrics: Arc::clone(&metrics),
             memory_budget: config.memory_budget,
@@ -164,7 +204,6 @@ impl Pipeline {
             next_seq: None,
             trimmed: None,
             wal: None,
-            prefix: id.clone(),
             waiting_flush: Vec::new(),
         };
         let task = tokio::spawn(delivery.run(rx, wal_rx));
@@ -318,9 +357,7 @@ impl Pipeline {
 }
 
 struct Delivery {
-    lake: Lake,
-    registry: sluice_schemas::Registry,
-    schema: SchemaRef,
+    writer: Arc<Writer>,
     batcher: Batcher,
     metrics: Arc<Metrics>,
     memory_budget: u64,
@@ -342,8 +379,6 @@ struct Delivery {
     next_seq: Option<u64>,
     trimmed: Option<u64>,
     wal: Option<Wal<Vec<Item>>>,
-    /// File name prefix: the log id.
-    prefix: String,
     waiting_flush: Vec<oneshot::Sender<()>>,
 }
 
@@ -466,41 +501,32 @@ impl Delivery {
         while self.inflight.len() < self.concurrent {
             let Some((id, job)) = self.pending.pop_front() else { break };
             self.inflight.insert(id, (job.min_seq, job.bytes));
-            let lake = self.lake.clone();
-            let registry = self.registry.clone();
-            let schema = self.schema.clone();
-            let prefix = self.prefix.clone();
+            let writer = Arc::clone(&self.writer);
             let metrics = Arc::clone(&self.metrics);
             self.running.spawn(async move {
+                let started = Instant::now();
+                let (rows, data) = (job.len() as u64, matches!(job.target, Target::Data { .. }));
+                let (key, bytes) = writer.encode(job).await;
+                let n = bytes.len() as u64;
                 let mut backoff = Duration::from_millis(100);
-                loop {
-                    let started = Instant::now();
-                    match job.write(&lake, &registry, &schema, &prefix).await {
-                        Ok((key, bytes)) => {
-                            metrics.flush_latency(started.elapsed().as_secs_f64());
-                            match job.target {
-                                Target::Data { .. } => {
-                                    metrics.files_written.fetch_add(1, Relaxed);
-                                    metrics.bytes_written.fetch_add(bytes, Relaxed);
-                                    metrics.rows_written.fetch_add(job.len() as u64, Relaxed);
-                                }
-                                Target::Errors { .. } => {
-                                    metrics.error_files_written.fetch_add(1, Relaxed);
-                                }
-                            }
-                            tracing::debug!(%key, rows = job.len(), bytes, "file written");
-                            return id;
-                        }
-                        Err(e) => {
-                            // The records stay in the log until this succeeds; the log filling up
-                            // turns into 503s at the API, never into loss.
-                            metrics.flush_retries.fetch_add(1, Relaxed);
-                            tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "writing to the lake failed; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                        }
-                    }
+                // The records stay in the log until this succeeds; the log filling up turns into
+                // 503s at the API, never into loss.
+                while let Err(e) = writer.lake.put(&key, bytes.clone()).await {
+                    metrics.flush_retries.fetch_add(1, Relaxed);
+                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "writing to the lake failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+                metrics.flush_latency(started.elapsed().as_secs_f64());
+                if data {
+                    metrics.files_written.fetch_add(1, Relaxed);
+                    metrics.bytes_written.fetch_add(n, Relaxed);
+                    metrics.rows_written.fetch_add(rows, Relaxed);
+                } else {
+                    metrics.error_files_written.fetch_add(1, Relaxed);
+                }
+                tracing::debug!(%key, rows, bytes = n, "file written");
+                id
             });
         }
     }

@@ -335,6 +335,19 @@ fn publish_reports_rejections_and_exits_nonzero() {
         assert!(text.contains(code.as_str()), "{code} missing from the summary:\n{text}");
     }
     assert!(text.contains("line 1: invalid_json"), "{text}");
+    // A request a record, eight in flight: the same summary, rejected lines in input order.
+    let many = Command::new(sluice_bin())
+        .args(["publish", "--quiet", "--batch-records", "1", "--concurrency", "8", "--to", &serve.url()])
+        .arg(root().join("sample-data/bad-records.ndjson"))
+        .output()
+        .expect("publish");
+    assert_eq!(many.status.code(), Some(1));
+    let many_text = String::from_utf8_lossy(&many.stderr);
+    assert_eq!(many_text.lines().next(), text.lines().next(), "{many_text}");
+    let lines: Vec<u64> =
+        many_text.lines().filter_map(|l| l.trim().strip_prefix("line ")?.split(':').next()?.parse().ok()).collect();
+    assert_eq!(lines.len(), 5, "{many_text}");
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{many_text}");
     // Nothing listening: a clear error after retries.
     serve.terminate();
     let none = Command::new(sluice_bin())

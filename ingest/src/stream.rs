@@ -141,9 +141,9 @@ struct Writer {
 
 impl Writer {
     /// Encodes `job` on the blocking pool (so files encode on every core while others are being
-    /// written, and the job's rows are freed there too), retrying with backoff while it fails.
-    async fn encode(self: &Arc<Self>, mut job: Job) -> (Path, Bytes) {
-        let mut backoff = Duration::from_millis(100);
+    /// written, and the job's rows are freed there too), retrying while it fails.
+    async fn encode(self: &Arc<Self>, mut job: Job, metrics: &Metrics) -> (Path, Bytes) {
+        let mut backoff = Backoff::new();
         loop {
             let w = Arc::clone(self);
             let done =
@@ -158,10 +158,25 @@ impl Writer {
                 Ok(Err(failed)) => *failed,
                 Err(panic) => std::panic::resume_unwind(panic.into_panic()),
             };
-            tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "encoding a file failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff.wait(metrics, "encoding a file", &e).await;
         }
+    }
+}
+
+/// The wait before retrying a file: 100 ms, doubling up to 5 s. The records stay in the log until
+/// the file is written; the log filling up turns into 503s at the API, never into loss.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    async fn wait(&mut self, metrics: &Metrics, what: &str, error: &Error) {
+        metrics.flush_retries.fetch_add(1, Relaxed);
+        tracing::error!(%error, retry_in_ms = self.0.as_millis() as u64, "{what} failed; retrying");
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -506,16 +521,11 @@ impl Delivery {
             self.running.spawn(async move {
                 let started = Instant::now();
                 let (rows, data) = (job.len() as u64, matches!(job.target, Target::Data { .. }));
-                let (key, bytes) = writer.encode(job).await;
+                let (key, bytes) = writer.encode(job, &metrics).await;
                 let n = bytes.len() as u64;
-                let mut backoff = Duration::from_millis(100);
-                // The records stay in the log until this succeeds; the log filling up turns into
-                // 503s at the API, never into loss.
+                let mut backoff = Backoff::new();
                 while let Err(e) = writer.lake.put(&key, bytes.clone()).await {
-                    metrics.flush_retries.fetch_add(1, Relaxed);
-                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "writing to the lake failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait(&metrics, "writing to the lake", &e).await;
                 }
                 metrics.flush_latency(started.elapsed().as_secs_f64());
                 if data {

@@ -3,7 +3,7 @@
 //! Shared by the delivery stream, `sluice import` and `sluice replay`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, hash_map::Entry},
     time::{Duration, Instant},
 };
 
@@ -59,19 +59,33 @@ impl<T> Buf<T> {
         Self { items: Vec::new(), bytes: 0, min_seq: seq, max_seq: seq, opened: Instant::now() }
     }
 
-    /// Adds `item` with sequence number `seq`, keeping `by_seq` (buffers by smallest sequence
-    /// number) up to date.
-    fn push(&mut self, by_seq: &mut BTreeMap<u64, Key>, key: impl FnOnce() -> Key, seq: u64, item: T, size: u64) {
-        if self.items.is_empty() || seq < self.min_seq {
-            if !self.items.is_empty() {
-                by_seq.remove(&self.min_seq);
-            }
+    /// Adds `item` with sequence number `seq`. When `seq` becomes the buffer's smallest, returns
+    /// the smallest it replaced (`None` for a new buffer), so the caller re-files it in `by_seq`.
+    fn push(&mut self, seq: u64, item: T, size: u64) -> Option<Option<u64>> {
+        let moved = if self.items.is_empty() {
+            Some(None)
+        } else if seq < self.min_seq {
+            Some(Some(self.min_seq))
+        } else {
+            None
+        };
+        if moved.is_some() {
             self.min_seq = seq;
-            by_seq.insert(seq, key());
         }
         self.items.push(item);
         self.bytes += size;
         self.max_seq = self.max_seq.max(seq);
+        moved
+    }
+}
+
+/// Files a buffer in `by_seq` under its new smallest sequence number `seq`, after `push`.
+fn refile(by_seq: &mut BTreeMap<u64, Key>, moved: Option<Option<u64>>, seq: u64, key: impl FnOnce() -> Key) {
+    if let Some(old) = moved {
+        if let Some(old) = old {
+            by_seq.remove(&old);
+        }
+        by_seq.insert(seq, key());
     }
 }
 
@@ -210,33 +224,47 @@ impl Batcher {
         match item {
             Item::Row { partition, row, size } => {
                 self.bytes += size;
-                let buf = self.rows.entry(partition.clone()).or_insert_with(|| Buf::new(seq));
-                buf.push(&mut self.by_seq, || Key::Rows(partition.clone()), seq, *row, size);
-                let full = buf.bytes >= self.hints.size_bytes;
-                full.then(|| self.take_rows(&partition)).flatten()
+                // The entry takes the partition: no copy of its strings per record.
+                let mut slot = match self.rows.entry(partition) {
+                    Entry::Occupied(o) => o,
+                    Entry::Vacant(v) => v.insert_entry(Buf::new(seq)),
+                };
+                let moved = slot.get_mut().push(seq, *row, size);
+                refile(&mut self.by_seq, moved, seq, || Key::Rows(slot.key().clone()));
+                if slot.get().bytes < self.hints.size_bytes {
+                    return None;
+                }
+                let (partition, b) = slot.remove_entry();
+                Some(self.rows_job(partition, b))
             }
             Item::Error(e) => {
                 let size = e.raw_data.len() as u64 + e.error_message.len() as u64 + 128;
                 self.bytes += size;
                 let hour = e.arrival_timestamp.div_euclid(3_600_000);
                 let buf = self.errors.entry(hour).or_insert_with(|| Buf::new(seq));
-                buf.push(&mut self.by_seq, || Key::Errors(hour), seq, e, size);
+                let moved = buf.push(seq, e, size);
                 let full = buf.bytes >= self.hints.size_bytes;
+                refile(&mut self.by_seq, moved, seq, || Key::Errors(hour));
                 full.then(|| self.take_errors(hour)).flatten()
             }
         }
     }
 
     fn take_rows(&mut self, p: &Partition) -> Option<Job> {
-        let b = self.rows.remove(p)?;
+        let (p, b) = self.rows.remove_entry(p)?;
+        Some(self.rows_job(p, b))
+    }
+
+    /// The job of a partition's buffer, taken out of `rows`.
+    fn rows_job(&mut self, partition: Partition, b: Buf<Row>) -> Job {
         self.by_seq.remove(&b.min_seq);
         self.bytes -= b.bytes;
-        Some(Job {
-            target: Target::Data { partition: p.clone(), rows: b.items },
+        Job {
+            target: Target::Data { partition, rows: b.items },
             min_seq: b.min_seq,
             max_seq: b.max_seq,
             bytes: b.bytes,
-        })
+        }
     }
 
     fn take_errors(&mut self, hour: i64) -> Option<Job> {

@@ -59,33 +59,22 @@ impl<T> Buf<T> {
         Self { items: Vec::new(), bytes: 0, min_seq: seq, max_seq: seq, opened: Instant::now() }
     }
 
-    /// Adds `item` with sequence number `seq`. When `seq` becomes the buffer's smallest, returns
-    /// the smallest it replaced (`None` for a new buffer), so the caller re-files it in `by_seq`.
-    fn push(&mut self, seq: u64, item: T, size: u64) -> Option<Option<u64>> {
-        let moved = if self.items.is_empty() {
-            Some(None)
+    /// Adds `item` with sequence number `seq`, keeping `by_seq` (buffers by smallest sequence
+    /// number) up to date: `key` is called for a new buffer only; an existing buffer's entry
+    /// moves when `seq` is its new smallest.
+    fn push(&mut self, by_seq: &mut BTreeMap<u64, Key>, key: impl FnOnce() -> Key, seq: u64, item: T, size: u64) {
+        if self.items.is_empty() {
+            by_seq.insert(seq, key());
+            self.min_seq = seq;
         } else if seq < self.min_seq {
-            Some(Some(self.min_seq))
-        } else {
-            None
-        };
-        if moved.is_some() {
+            if let Some(k) = by_seq.remove(&self.min_seq) {
+                by_seq.insert(seq, k);
+            }
             self.min_seq = seq;
         }
         self.items.push(item);
         self.bytes += size;
         self.max_seq = self.max_seq.max(seq);
-        moved
-    }
-}
-
-/// Files a buffer in `by_seq` under its new smallest sequence number `seq`, after `push`.
-fn refile(by_seq: &mut BTreeMap<u64, Key>, moved: Option<Option<u64>>, seq: u64, key: impl FnOnce() -> Key) {
-    if let Some(old) = moved {
-        if let Some(old) = old {
-            by_seq.remove(&old);
-        }
-        by_seq.insert(seq, key());
     }
 }
 
@@ -224,13 +213,15 @@ impl Batcher {
         match item {
             Item::Row { partition, row, size } => {
                 self.bytes += size;
-                // The entry takes the partition: no copy of its strings per record.
-                let mut slot = match self.rows.entry(partition) {
-                    Entry::Occupied(o) => o,
-                    Entry::Vacant(v) => v.insert_entry(Buf::new(seq)),
+                // The entry takes the partition: its strings are copied for a new buffer only.
+                let (mut slot, key) = match self.rows.entry(partition) {
+                    Entry::Occupied(o) => (o, None),
+                    Entry::Vacant(v) => {
+                        let key = Key::Rows(v.key().clone());
+                        (v.insert_entry(Buf::new(seq)), Some(key))
+                    }
                 };
-                let moved = slot.get_mut().push(seq, *row, size);
-                refile(&mut self.by_seq, moved, seq, || Key::Rows(slot.key().clone()));
+                slot.get_mut().push(&mut self.by_seq, || key.expect("a new buffer"), seq, *row, size);
                 if slot.get().bytes < self.hints.size_bytes {
                     return None;
                 }
@@ -242,9 +233,8 @@ impl Batcher {
                 self.bytes += size;
                 let hour = e.arrival_timestamp.div_euclid(3_600_000);
                 let buf = self.errors.entry(hour).or_insert_with(|| Buf::new(seq));
-                let moved = buf.push(seq, e, size);
+                buf.push(&mut self.by_seq, || Key::Errors(hour), seq, e, size);
                 let full = buf.bytes >= self.hints.size_bytes;
-                refile(&mut self.by_seq, moved, seq, || Key::Errors(hour));
                 full.then(|| self.take_errors(hour)).flatten()
             }
         }

@@ -95,15 +95,60 @@ impl Lake {
     /// On local disk the file and its folder are fsynced before this returns, so a write-ahead
     /// log may be trimmed after it.
     pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
-        self.store.put(key, PutPayload::from_bytes(bytes)).await?;
-        if let Some(root) = &self.local_root {
-            let file = root.join(key.as_ref());
-            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
-                .await
-                .map_err(|e| Error::Stopped(e.to_string()))??;
-        }
-        Ok(())
+        let Some(root) = &self.local_root else {
+            self.store.put(key, PutPayload::from_bytes(bytes)).await?;
+            return Ok(());
+        };
+        let file = root.join(key.as_ref());
+        tokio::task::spawn_blocking(move || write_durably(&file, &bytes))
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))?
     }
+}
+
+/// Writes `bytes` to `file` as object_store's `LocalFileSystem` does (a staged `{file}#{n}` beside
+/// it, which its listings and `*.parquet` globs skip, renamed into place; missing folders made),
+/// and makes it durable on the way: the staged file is fsynced through the handle that wrote it,
+/// then the folder after the rename. One open a file instead of three, on one blocking thread.
+fn write_durably(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::{fs::OpenOptions, io::ErrorKind, io::Write};
+    let mut n = 1u32;
+    let mut new_dirs = Vec::new();
+    let (mut f, staged) = loop {
+        let mut staged = file.as_os_str().to_owned();
+        staged.push(format!("#{n}"));
+        let staged = std::path::PathBuf::from(staged);
+        match OpenOptions::new().write(true).create_new(true).open(&staged) {
+            Ok(f) => break (f, staged),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                new_dirs = create_dirs(file.parent().ok_or_else(|| Error::io(file)(e))?)?;
+            }
+            Err(e) => return Err(Error::io(&staged)(e)),
+        }
+    };
+    let written = f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&staged, file));
+    drop(f);
+    if let Err(e) = written {
+        // Best effort: the staged file is invisible to readers either way.
+        let _ = std::fs::remove_file(&staged);
+        return Err(Error::io(file)(e));
+    }
+    // The file's folder, then the folder holding each folder made for it. After the first, the
+    // others usually return at once: a journaling file system commits the folders' entries with
+    // the rename, while fsyncing them before the file's data was written cost a commit each
+    // (+10% of ingest on ext4).
+    for dir in file.parent().into_iter().chain(new_dirs.iter().rev().filter_map(|d| d.parent())) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
+    }
+    Ok(())
+}
+
+/// Makes `dir` and its missing parents; returns the folders it made, deepest first.
+fn create_dirs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let missing = dir.ancestors().take_while(|d| !d.exists()).map(std::path::Path::to_path_buf).collect();
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    Ok(missing)
 }
 
 /// fsyncs a file and the folder that holds it.
@@ -177,5 +222,41 @@ pub async fn read_footer(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn local_put_makes_folders_replaces_whole_files_and_steps_over_leftover_staged_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(dir.path().to_str().expect("utf-8")).await.expect("open");
+        let key = lake.key("logs/environment=prod/organization=o/part-1.parquet");
+        let file = dir.path().join("logs/environment=prod/organization=o/part-1.parquet");
+        lake.put(&key, Bytes::from_static(b"first")).await.expect("put into new folders");
+        assert_eq!(std::fs::read(&file).expect("written"), b"first");
+        // A staged file left by a crash keeps its name; the next write takes another.
+        let leftover = dir.path().join("logs/environment=prod/organization=o/part-1.parquet#1");
+        std::fs::write(&leftover, b"torn").expect("leftover");
+        lake.put(&key, Bytes::from_static(b"second")).await.expect("put over");
+        assert_eq!(std::fs::read(&file).expect("replaced"), b"second");
+        assert_eq!(std::fs::read(&leftover).expect("left alone"), b"torn");
+        // Listings skip staged files, so readers see only the complete one.
+        let listed: Vec<_> = lake
+            .store()
+            .list(Some(&lake.key("logs")))
+            .map(|m| m.expect("meta").location.to_string())
+            .collect::<Vec<_>>()
+            .await;
+        assert_eq!(listed, vec!["logs/environment=prod/organization=o/part-1.parquet".to_owned()]);
+        let names: Vec<_> = std::fs::read_dir(file.parent().expect("folder"))
+            .expect("folder")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        assert_eq!(names.len(), 2, "no staged file of the two puts is left: {names:?}");
     }
 }

@@ -134,10 +134,10 @@ fn write_durably(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&staged);
         return Err(Error::io(file)(e));
     }
-    // The file's folder, then the folder holding each folder made for it. After the first, the
-    // others usually return at once: a journaling file system commits the folders' entries with
-    // the rename, while fsyncing them before the file's data was written cost a commit each
-    // (+10% of ingest on ext4).
+    // The file's folder, then the folder holding each folder made for it. They come after the
+    // file's fsync: done before it, they cost ~10% of the 1M-record ingest on ext4; after it,
+    // this path with them measured ~6% slower than object_store's put without them (4 files at
+    // once, alternating runs).
     for dir in file.parent().into_iter().chain(new_dirs.iter().rev().filter_map(|d| d.parent())) {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
     }

@@ -52,7 +52,7 @@ def main():
                     os.environ.clear()
                     os.environ.update(saved)
                 sizes[name] = bench.dir_bytes(os.path.join(lake, "logs"), ".parquet")
-                shutil.rmtree(lake)
+                bench.set_aside(lake, work)
                 times[name].append(t)
                 print(f"{cycle} {name} {t:.2f} s, lake {sizes[name] / 2**20:.1f} MiB", flush=True)
             if os.environ.get("NODUCK"):
@@ -60,7 +60,7 @@ def main():
             dst = os.path.join(work, "duckdb")
             t, _ = bench.timed(lambda: duckdb.connect().execute(bench.DUCKDB_INGEST.format(src=data, dst=dst)))
             sizes["duckdb"] = bench.dir_bytes(dst, ".parquet")
-            shutil.rmtree(dst)
+            bench.set_aside(dst, work)
             duck.append(t)
             print(f"{cycle} duckdb {t:.2f} s, lake {sizes['duckdb'] / 2**20:.1f} MiB", flush=True)
     finally:

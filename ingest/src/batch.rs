@@ -11,7 +11,7 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
-use sluice_schemas::{Partition, Registry, Row};
+use sluice_schemas::{PackedRow, Partition, Registry};
 
 use crate::{
     columnar::encode_parquet,
@@ -37,7 +37,7 @@ pub enum Item {
         /// Where it goes.
         partition: Partition,
         /// What it holds.
-        row: Box<Row>,
+        row: PackedRow,
         /// Its size estimate in memory.
         size: u64,
     },
@@ -86,7 +86,7 @@ pub enum Target {
         /// The partition.
         partition: Partition,
         /// The rows.
-        rows: Vec<Row>,
+        rows: Vec<PackedRow>,
     },
     /// An NDJSON error file of one arrival hour.
     Errors {
@@ -140,8 +140,7 @@ impl Job {
         let name = self.file_name(prefix);
         Ok(match &self.target {
             Target::Data { partition, rows } => {
-                let refs: Vec<&Row> = rows.iter().collect();
-                (lake.data_key(partition, &name), Bytes::from(encode_parquet(registry, schema, &refs)?))
+                (lake.data_key(partition, &name), Bytes::from(encode_parquet(registry, schema, rows)?))
             }
             Target::Errors { hour, records } => {
                 let mut out = Vec::with_capacity(records.len() * 256);
@@ -179,7 +178,7 @@ enum Key {
 #[derive(Debug)]
 pub struct Batcher {
     hints: BufferHints,
-    rows: HashMap<Partition, Buf<Row>>,
+    rows: HashMap<Partition, Buf<PackedRow>>,
     errors: HashMap<i64, Buf<ErrorRecord>>,
     /// Every buffer by its smallest sequence number (unique: a sequence number is one item), so
     /// the oldest buffer is found without a scan when thousands of partitions are open.
@@ -221,7 +220,7 @@ impl Batcher {
                         (v.insert_entry(Buf::new(seq)), Some(key))
                     }
                 };
-                slot.get_mut().push(&mut self.by_seq, || key.expect("a new buffer"), seq, *row, size);
+                slot.get_mut().push(&mut self.by_seq, || key.expect("a new buffer"), seq, row, size);
                 if slot.get().bytes < self.hints.size_bytes {
                     return None;
                 }
@@ -246,7 +245,7 @@ impl Batcher {
     }
 
     /// The job of a partition's buffer, taken out of `rows`.
-    fn rows_job(&mut self, partition: Partition, b: Buf<Row>) -> Job {
+    fn rows_job(&mut self, partition: Partition, b: Buf<PackedRow>) -> Job {
         self.by_seq.remove(&b.min_seq);
         self.bytes -= b.bytes;
         Job {
@@ -306,6 +305,8 @@ impl Batcher {
 
 #[cfg(test)]
 mod tests {
+    use sluice_schemas::Row;
+
     use super::*;
 
     fn row_item(hour: u8) -> Item {
@@ -319,7 +320,7 @@ mod tests {
             hour,
         };
         let row = Row {
-            record_id: String::new(),
+            record_id: "",
             time: 0,
             transaction_id: None,
             server: None,
@@ -334,7 +335,7 @@ mod tests {
             ingested_at: 0,
             extras: Vec::new(),
         };
-        Item::Row { partition, row: Box::new(row), size: 100 }
+        Item::Row { partition, row: PackedRow::new(row), size: 100 }
     }
 
     fn error_item() -> Item {

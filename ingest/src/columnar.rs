@@ -18,7 +18,7 @@ use parquet::{
     file::properties::{EnabledStatistics, WriterProperties},
     schema::types::ColumnPath,
 };
-use sluice_schemas::{ExtraType, ExtraValue, Registry, Row, UTC};
+use sluice_schemas::{ExtraType, ExtraValue, PackedRow, Registry, Span, UTC};
 
 use crate::error::Result;
 
@@ -29,7 +29,7 @@ fn ts() -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::new().with_timezone(UTC)
 }
 
-fn strings<'a>(rows: &'a [&Row], f: impl Fn(&'a Row) -> Option<&'a str>) -> ArrayRef {
+fn strings<'a>(rows: &'a [PackedRow], f: impl Fn(&'a PackedRow) -> Option<&'a str>) -> ArrayRef {
     // Sized exactly, so the values are copied once.
     let bytes = rows.iter().map(|r| f(r).map_or(0, str::len)).sum();
     let mut b = StringBuilder::with_capacity(rows.len(), bytes);
@@ -39,24 +39,23 @@ fn strings<'a>(rows: &'a [&Row], f: impl Fn(&'a Row) -> Option<&'a str>) -> Arra
     Arc::new(b.finish())
 }
 
-fn events_array(rows: &[&Row], event_fields: &Fields) -> ArrayRef {
+fn events_array(rows: &[PackedRow], event_fields: &Fields) -> ArrayRef {
     let mut list = ListBuilder::new(StructBuilder::from_fields(event_fields.clone(), rows.len()))
         .with_field(Arc::new(arrow_schema::Field::new("item", DataType::Struct(event_fields.clone()), true)));
     for r in rows {
-        let Some(events) = &r.events else {
+        let Some(events) = &r.row().events else {
             list.append_null();
             continue;
         };
         let sb = list.values();
         for e in events {
-            let strs = [&e.action, &e.description, &e.detail, &e.caller, &e.server];
-            for (i, v) in strs.iter().enumerate() {
-                sb.field_builder::<StringBuilder>(i).expect("string field").append_option(v.as_deref());
+            for (i, v) in [e.action, e.description, e.detail, e.caller, e.server].into_iter().enumerate() {
+                sb.field_builder::<StringBuilder>(i).expect("string field").append_option(r.opt(v));
             }
             sb.field_builder::<BooleanBuilder>(5).expect("success").append_option(e.success);
             sb.field_builder::<TimestampMicrosecondBuilder>(6).expect("time").append_option(e.time);
-            for (i, v) in [(7, &e.transaction_id), (8, &e.r#type), (9, &e.attributes)] {
-                sb.field_builder::<StringBuilder>(i).expect("string field").append_option(v.as_deref());
+            for (i, v) in [(7, e.transaction_id), (8, e.r#type), (9, e.attributes)] {
+                sb.field_builder::<StringBuilder>(i).expect("string field").append_option(r.opt(v));
             }
             sb.append(true);
         }
@@ -66,45 +65,45 @@ fn events_array(rows: &[&Row], event_fields: &Fields) -> ArrayRef {
 }
 
 /// The value of extra column `idx` of a row.
-fn extra_value(r: &Row, idx: usize) -> Option<&ExtraValue> {
-    r.extras.iter().find(|(i, _)| *i == idx).map(|(_, v)| v)
+fn extra_value(r: &PackedRow, idx: usize) -> Option<&ExtraValue<Span>> {
+    r.row().extras.iter().find(|(i, _)| *i == idx).map(|(_, v)| v)
 }
 
 /// Builds a record batch of the lake schema from rows.
-pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> Result<RecordBatch> {
+pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[PackedRow]) -> Result<RecordBatch> {
     let n = rows.len();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    cols.push(strings(rows, |r| Some(r.record_id.as_str())));
+    cols.push(strings(rows, |r| Some(r.text(r.row().record_id))));
     let mut time = ts();
     for r in rows {
-        time.append_value(r.time);
+        time.append_value(r.row().time);
     }
     cols.push(Arc::new(time.finish()));
-    cols.push(strings(rows, |r| r.transaction_id.as_deref()));
-    cols.push(strings(rows, |r| r.server.as_deref()));
-    cols.push(strings(rows, |r| r.action.as_deref()));
-    cols.push(strings(rows, |r| r.r#type.as_deref()));
-    cols.push(strings(rows, |r| r.description.as_deref()));
-    cols.push(strings(rows, |r| r.caller.as_deref()));
+    cols.push(strings(rows, |r| r.opt(r.row().transaction_id)));
+    cols.push(strings(rows, |r| r.opt(r.row().server)));
+    cols.push(strings(rows, |r| r.opt(r.row().action)));
+    cols.push(strings(rows, |r| r.opt(r.row().r#type)));
+    cols.push(strings(rows, |r| r.opt(r.row().description)));
+    cols.push(strings(rows, |r| r.opt(r.row().caller)));
     let mut success = BooleanBuilder::with_capacity(n);
     for r in rows {
-        success.append_option(r.success);
+        success.append_option(r.row().success);
     }
     cols.push(Arc::new(success.finish()));
-    cols.push(strings(rows, |r| r.detail.as_deref()));
+    cols.push(strings(rows, |r| r.opt(r.row().detail)));
     let DataType::List(item) = schema.field(10).data_type() else { unreachable!("events is a list") };
     let DataType::Struct(event_fields) = item.data_type() else { unreachable!("events items are structs") };
     cols.push(events_array(rows, event_fields));
-    cols.push(strings(rows, |r| r.attributes.as_deref()));
+    cols.push(strings(rows, |r| r.opt(r.row().attributes)));
     let mut ingested = ts();
     for r in rows {
-        ingested.append_value(r.ingested_at);
+        ingested.append_value(r.row().ingested_at);
     }
     cols.push(Arc::new(ingested.finish()));
     for (idx, extra) in registry.extras().iter().enumerate() {
         let array: ArrayRef = match extra.ty {
             ExtraType::String | ExtraType::Json => strings(rows, |r| match extra_value(r, idx) {
-                Some(ExtraValue::String(s) | ExtraValue::Json(s)) => Some(s.as_str()),
+                Some(&(ExtraValue::String(s) | ExtraValue::Json(s))) => Some(r.text(s)),
                 _ => None,
             }),
             ExtraType::Bigint => {
@@ -288,7 +287,7 @@ pub fn writer_options(sample: &RecordBatch, rows: usize) -> ArrowWriterOptions {
 }
 
 /// Encodes rows as one Parquet file in memory.
-pub fn encode_parquet(registry: &Registry, schema: &SchemaRef, rows: &[&Row]) -> Result<Vec<u8>> {
+pub fn encode_parquet(registry: &Registry, schema: &SchemaRef, rows: &[PackedRow]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(rows.len() * 128 + 4096);
     let mut chunks = rows.chunks(ROW_GROUP_ROWS);
     let first = rows_to_batch(registry, schema, chunks.next().unwrap_or_default())?;
@@ -327,7 +326,7 @@ mod tests {
     #[test]
     fn dictionaries_only_for_repeating_columns_and_small_chunks_stay_uncompressed() {
         let contract = Contract::default();
-        let rows: Vec<Row> = (0..40)
+        let rows: Vec<PackedRow> = (0..40)
             .map(|i| {
                 let line = format!(
                     r#"{{"organizationID":"o","environment":"prod","logType":"web","time":"2025-01-01T00:{:02}:00Z","transactionId":"tx-{i}","server":"web-{}","method":"GET","description":"request {} took longer than expected on the slow path","events":[{{"action":"a","transactionId":"tx-{i}"}}]}}"#,
@@ -336,12 +335,11 @@ mod tests {
                     i % 4
                 );
                 let ctx = Context { record_id: record_id_at("test", i), arrival_micros: 1_735_700_000_000_000 };
-                contract.parse(line.as_bytes(), &ctx).expect("valid").row
+                PackedRow::new(contract.parse_borrowed(line.as_bytes(), &ctx).expect("valid").row)
             })
             .collect();
-        let refs: Vec<&Row> = rows.iter().collect();
         let schema = Arc::new(contract.registry.lake_arrow_schema());
-        let file = encode_parquet(&contract.registry, &schema, &refs).expect("encode");
+        let file = encode_parquet(&contract.registry, &schema, &rows).expect("encode");
         let chunks = chunks(file);
         let get = |p: &str| chunks.iter().find(|c| c.0 == p).unwrap_or_else(|| panic!("no column {p}: {chunks:?}"));
         for unique in ["record_id", "time", "transaction_id", "events.list.item.transaction_id"] {

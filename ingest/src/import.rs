@@ -252,10 +252,7 @@ pub async fn import_file(
         let res = for_each_record(&p, |line, raw| {
             let ctx = Context { record_id: record_id_at(&source, line), arrival_micros: arrival };
             let item = match part.transform(raw, &ctx) {
-                Outcome::Ok(rec) => {
-                    let rec = *rec;
-                    Item::Row { partition: rec.partition, row: Box::new(rec.row), size: raw.len() as u64 + 256 }
-                }
+                Outcome::Ok { partition, row } => Item::Row { partition, row, size: raw.len() as u64 + 256 },
                 Outcome::Dropped => return Ok(()),
                 Outcome::ProcessingFailed(r) => Item::Error(ErrorRecord::from_rejection(raw, arrival, &r)),
             };

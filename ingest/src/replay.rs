@@ -97,14 +97,8 @@ pub async fn replay(
                 arrival_micros: rec.arrival_timestamp.saturating_mul(1000),
             };
             match partitioner.transform(&raw, &ctx) {
-                Outcome::Ok(r) => {
-                    let r = *r;
-                    writer
-                        .add(
-                            i as u64,
-                            Item::Row { partition: r.partition, row: Box::new(r.row), size: raw.len() as u64 + 256 },
-                        )
-                        .await?;
+                Outcome::Ok { partition, row } => {
+                    writer.add(i as u64, Item::Row { partition, row, size: raw.len() as u64 + 256 }).await?;
                     delivered += 1;
                 }
                 Outcome::Dropped => {

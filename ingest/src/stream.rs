@@ -104,10 +104,7 @@ fn item_size(raw_len: usize) -> u64 {
 
 fn item_for(partitioner: &Partitioner, raw: &[u8], ctx: &Context) -> Option<std::result::Result<Item, Rejection>> {
     match partitioner.transform(raw, ctx) {
-        Outcome::Ok(rec) => {
-            let rec = *rec;
-            Some(Ok(Item::Row { partition: rec.partition, row: Box::new(rec.row), size: item_size(raw.len()) }))
-        }
+        Outcome::Ok { partition, row } => Some(Ok(Item::Row { partition, row, size: item_size(raw.len()) })),
         Outcome::Dropped => None,
         Outcome::ProcessingFailed(r) => Some(Err(r)),
     }
@@ -252,7 +249,7 @@ impl Pipeline {
                 move |first_seq, mut items: Vec<Item>| {
                     for (i, item) in items.iter_mut().enumerate() {
                         if let Item::Row { row, .. } = item {
-                            row.record_id = record_id_at(&sink_id, first_seq + i as u64);
+                            row.set_record_id(&record_id_at(&sink_id, first_seq + i as u64));
                         }
                     }
                     tx_sink.blocking_send(Msg::Items { first_seq, items }).ok();
@@ -311,22 +308,24 @@ impl Pipeline {
         let arrival = chrono::Utc::now().timestamp_micros();
         let p = Arc::clone(&self.inner.partitioner);
         let (entries, items, result) = tokio::task::spawn_blocking(move || {
-            let ctx = Context { record_id: String::new(), arrival_micros: arrival };
+            // The log numbers the records, so their ids are known only once logged: until then, a
+            // placeholder of an id's length, which the log's sink overwrites in place.
+            let ctx = Context { record_id: "0".repeat(32), arrival_micros: arrival };
             let mut entries = Vec::with_capacity(ranges.len());
             let mut items = Vec::with_capacity(ranges.len());
             let mut result = IngestResult::default();
             for (i, r) in ranges.into_iter().enumerate() {
-                let raw = &body[r];
+                let raw = &body[r.clone()];
                 match item_for(&p, raw, &ctx).map(|r| r.and_then(|item| check_org(item, &orgs))) {
                     Some(Ok(item)) => {
-                        entries.push(Entry { arrival_micros: arrival, raw: raw.to_vec(), rejection: None });
+                        entries.push(Entry { arrival_micros: arrival, raw: body.slice(r), rejection: None });
                         items.push(item);
                         result.accepted += 1;
                     }
                     Some(Err(rej)) => {
                         entries.push(Entry {
                             arrival_micros: arrival,
-                            raw: raw.to_vec(),
+                            raw: body.slice(r),
                             rejection: Some((rej.code.as_str().to_owned(), rej.message.clone())),
                         });
                         items.push(Item::Error(ErrorRecord::from_rejection(raw, arrival, &rej)));

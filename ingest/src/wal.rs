@@ -26,6 +26,7 @@ use std::{
     thread,
 };
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -35,8 +36,8 @@ use crate::error::{Error, Result};
 pub struct Entry {
     /// When the record arrived, microseconds since the epoch.
     pub arrival_micros: i64,
-    /// The record's bytes as received.
-    pub raw: Vec<u8>,
+    /// The record's bytes as received (a slice of the request's body, not a copy).
+    pub raw: Bytes,
     /// For a rejected record: its reason code and message.
     pub rejection: Option<(String, String)>,
 }
@@ -140,7 +141,7 @@ fn decode_body(mut b: &[u8]) -> Option<(u64, Entry)> {
     let seq = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
     let arrival_micros = i64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
     let raw_len = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
-    let raw = take(&mut b, raw_len)?.to_vec();
+    let raw = Bytes::copy_from_slice(take(&mut b, raw_len)?);
     let rejection = match kind {
         1 => None,
         2 => {
@@ -459,7 +460,7 @@ mod tests {
     fn entry(i: usize) -> Entry {
         Entry {
             arrival_micros: i as i64,
-            raw: format!("{{\"n\":{i}}}").into_bytes(),
+            raw: format!("{{\"n\":{i}}}").into(),
             rejection: i.is_multiple_of(3).then(|| ("invalid_json".to_owned(), format!("bad {i}"))),
         }
     }

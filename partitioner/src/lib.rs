@@ -24,14 +24,23 @@ use serde::{
 };
 use serde_json::value::RawValue;
 use sluice_schemas::{
-    BorrowedRecord, Context, Contract, Limits, PartitionKeys, Record, Registry, Rejection, record_id,
+    BorrowedRecord, Context, Contract, Limits, PackedRow, Partition, PartitionKeys, Registry, Rejection, record_id,
 };
 
 /// The result of transforming one record.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned by value and taken apart at once; a box would be one more allocation a record"
+)]
 pub enum Outcome {
     /// Accepted: the normalized record and its partition.
-    Ok(Box<Record>),
+    Ok {
+        /// Where it goes.
+        partition: Partition,
+        /// What it holds, its strings in one buffer.
+        row: PackedRow,
+    },
     /// Nothing to deliver (the record holds only whitespace).
     Dropped,
     /// Rejected by the record contract.
@@ -209,7 +218,7 @@ impl Partitioner {
     pub fn transform(&self, raw: &[u8], ctx: &Context) -> Outcome {
         let unwrapped = unwrap_sns(raw);
         match self.apply(unwrapped.as_deref().unwrap_or(raw), ctx) {
-            Ok(Some(r)) => Outcome::Ok(Box::new(r.into_owned())),
+            Ok(Some(r)) => Outcome::Ok { partition: r.partition, row: PackedRow::new(r.row) },
             Ok(None) => Outcome::Dropped,
             Err(e) => Outcome::ProcessingFailed(e),
         }

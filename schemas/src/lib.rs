@@ -45,8 +45,8 @@ pub use partition::{
     MAX_PARTITION_VALUE_LEN, PARTITION_COLUMNS, Partition, PartitionKeys, PartitionValueError, validate_partition_value,
 };
 pub use record::{
-    BorrowedRecord, Context, Contract, Event, ExtraValue, Extras, Limits, MAX_DEPTH, MAX_RECORD_BYTES, ReasonCode,
-    Record, Rejection, Row, format_time, parse_epoch_millis, parse_time_str, record_id, record_id_at,
+    BorrowedRecord, Context, Contract, Event, ExtraValue, Extras, Limits, MAX_DEPTH, MAX_RECORD_BYTES, PackedRow,
+    ReasonCode, Record, Rejection, Row, Span, format_time, parse_epoch_millis, parse_time_str, record_id, record_id_at,
 };
 pub use registry::{CONTRACT_FIELDS, ExtraColumn, ExtraType, LogType, Registry, snake_case};
 

@@ -41,6 +41,32 @@ fn a_full_record_normalizes() {
 }
 
 #[test]
+fn a_packed_row_holds_the_same_row_in_one_buffer() {
+    let raw = format!(
+        r#"{{{BASE},"time":1676651921520,"transactionId":"t-\u00fc","server":"s","description":"","success":true,
+            "detail":{{ "k" : [1] }},"statusCode":"200","alpha":{{"x":1}},
+            "events":[{{"action":"a","time":1676651921520,"extraE":"y"}},{{"caller":"c"}}]}}"#
+    );
+    let owned = parse(&raw).expect("accepted").row;
+    let ctx = ctx();
+    let mut packed = PackedRow::new(Contract::default().parse_borrowed(raw.as_bytes(), &ctx).expect("accepted").row);
+    assert_eq!(packed.to_row(), owned);
+    assert_eq!(packed.opt(packed.row().transaction_id), Some("t-ü"));
+    assert_eq!(packed.opt(packed.row().description), Some(""));
+    assert_eq!(packed.opt(packed.row().caller), None);
+    // `statusCode` is a bigint column, so not text.
+    let strings =
+        [&owned.record_id, "t-ü", "s", "", r#"{"k":[1]}"#, "a", r#"{"extraE":"y"}"#, "c", r#"{"alpha":{"x":1}}"#];
+    assert_eq!(packed.text_len(), strings.iter().map(|s| s.len()).sum::<usize>(), "every string once, nothing else");
+
+    // The same length: written in place; another length: packed again. Either way only the id changes.
+    for id in [record_id("other"), "short".to_owned(), record_id("third")] {
+        packed.set_record_id(&id);
+        assert_eq!(packed.to_row(), Row { record_id: id.clone(), ..owned.clone() });
+    }
+}
+
+#[test]
 fn the_output_line_is_valid_json_with_lake_column_names() {
     let registry = Registry::builtin();
     let rec = parse(&format!(

@@ -76,11 +76,13 @@ fn records_in_land_in_the_right_partitions_field_by_field() {
         };
         let ingested = row["ingested_at"].as_str().expect("ingested_at");
         let arrival = chrono::DateTime::parse_from_rfc3339(ingested).expect("time").timestamp_micros();
-        let Outcome::Ok(rec) = p.transform(raw, &Context { record_id: id.clone(), arrival_micros: arrival }) else {
+        let Outcome::Ok { partition, row: packed } =
+            p.transform(raw, &Context { record_id: id.clone(), arrival_micros: arrival })
+        else {
             panic!("record {seq} is in the lake but the transform rejects it")
         };
-        assert_eq!(part, &rec.partition.path());
-        let expected: Value = serde_json::from_slice(&rec.row.to_json_line(&registry)).expect("json");
+        assert_eq!(part, &partition.path());
+        let expected: Value = serde_json::from_slice(&packed.to_row().to_json_line(&registry)).expect("json");
         assert_eq!(row, &expected, "record {seq}: Parquet row differs from the transform's row");
         checked += 1;
     }

@@ -164,7 +164,7 @@ fn generated_bad_records_are_rejected_with_the_code_they_were_made_for() {
     } {
         let line = &buf[..buf.len() - 1];
         match (kind, p.transform(line, &ctx)) {
-            (sluice_sample_data::Kind::Good, sluice_partitioner::Outcome::Ok(_)) => {}
+            (sluice_sample_data::Kind::Good, sluice_partitioner::Outcome::Ok { .. }) => {}
             (sluice_sample_data::Kind::Bad(want), sluice_partitioner::Outcome::ProcessingFailed(e)) => {
                 assert_eq!(e.code.as_str(), want)
             }
@@ -181,7 +181,7 @@ fn the_committed_sample_is_all_good() {
     let n = text
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .inspect(|l| assert!(matches!(p.transform(l, &ctx), sluice_partitioner::Outcome::Ok(_))))
+        .inspect(|l| assert!(matches!(p.transform(l, &ctx), sluice_partitioner::Outcome::Ok { .. })))
         .count();
     assert!(n >= 2000, "{n}");
 }

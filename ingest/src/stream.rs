@@ -27,7 +27,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use sluice_auth::Orgs;
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, ReasonCode, Registry, Rejection, record_id_at};
+use sluice_schemas::{Context, RECORD_ID_LEN, ReasonCode, Registry, Rejection, record_id_at};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinSet,
@@ -310,7 +310,7 @@ impl Pipeline {
         let (entries, items, result) = tokio::task::spawn_blocking(move || {
             // The log numbers the records, so their ids are known only once logged: until then, a
             // placeholder of an id's length, which the log's sink overwrites in place.
-            let ctx = Context { record_id: "0".repeat(32), arrival_micros: arrival };
+            let ctx = Context { record_id: "0".repeat(RECORD_ID_LEN), arrival_micros: arrival };
             let mut entries = Vec::with_capacity(ranges.len());
             let mut items = Vec::with_capacity(ranges.len());
             let mut result = IngestResult::default();

@@ -46,7 +46,8 @@ pub use partition::{
 };
 pub use record::{
     BorrowedRecord, Context, Contract, Event, ExtraValue, Extras, Limits, MAX_DEPTH, MAX_RECORD_BYTES, PackedRow,
-    ReasonCode, Record, Rejection, Row, Span, format_time, parse_epoch_millis, parse_time_str, record_id, record_id_at,
+    RECORD_ID_LEN, ReasonCode, Record, Rejection, Row, Span, format_time, parse_epoch_millis, parse_time_str,
+    record_id, record_id_at,
 };
 pub use registry::{CONTRACT_FIELDS, ExtraColumn, ExtraType, LogType, Registry, snake_case};
 

@@ -137,10 +137,13 @@ pub struct Context {
     pub arrival_micros: i64,
 }
 
+/// Hex digits in a record id ([`record_id`], [`record_id_at`]).
+pub const RECORD_ID_LEN: usize = 32;
+
 /// A record id from the identity of a record's delivery (a Firehose `recordId`): 32 hex digits, a
 /// hash of it, the same for every retry.
 pub fn record_id(source: &str) -> String {
-    hex(xxhash_rust::xxh3::xxh3_128(source.as_bytes()), 32)
+    hex(xxhash_rust::xxh3::xxh3_128(source.as_bytes()), RECORD_ID_LEN)
 }
 
 /// The `width` last hex digits of `n`, zero-padded (what `format!("{n:0width$x}")` writes).
@@ -154,7 +157,7 @@ fn hex(n: u128, width: usize) -> String {
 /// same for every retry, like [`record_id`]; the ids of one source share their first half and
 /// grow with the position, so a data file stores them in about 4 bytes a row instead of 20.
 pub fn record_id_at(source: &str, position: u64) -> String {
-    hex(u128::from(xxhash_rust::xxh3::xxh3_64(source.as_bytes())) << 64 | u128::from(position), 32)
+    hex(u128::from(xxhash_rust::xxh3::xxh3_64(source.as_bytes())) << 64 | u128::from(position), RECORD_ID_LEN)
 }
 
 /// A typed value of an extra column. Text is `String` in an owned row, `Cow<str>` in one that

@@ -143,13 +143,17 @@ pub const RECORD_ID_LEN: usize = 32;
 /// A record id from the identity of a record's delivery (a Firehose `recordId`): 32 hex digits, a
 /// hash of it, the same for every retry.
 pub fn record_id(source: &str) -> String {
-    hex(xxhash_rust::xxh3::xxh3_128(source.as_bytes()), RECORD_ID_LEN)
+    hex(xxhash_rust::xxh3::xxh3_128(source.as_bytes()))
 }
 
-/// The `width` last hex digits of `n`, zero-padded (what `format!("{n:0width$x}")` writes).
-fn hex(n: u128, width: usize) -> String {
+/// `n` as [`RECORD_ID_LEN`] hex digits, zero-padded (what `format!("{n:032x}")` writes).
+fn hex(n: u128) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..width).rev().map(|i| char::from(DIGITS[((n >> (4 * i)) & 0xf) as usize])).collect()
+    let mut text = [0u8; RECORD_ID_LEN];
+    for (i, d) in text.iter_mut().enumerate() {
+        *d = DIGITS[((n >> (4 * (RECORD_ID_LEN - 1 - i))) & 0xf) as usize];
+    }
+    String::from_utf8(text.to_vec()).expect("hex digits")
 }
 
 /// The record id of the `position`-th record of a numbered source (a write-ahead log, an imported
@@ -157,7 +161,7 @@ fn hex(n: u128, width: usize) -> String {
 /// same for every retry, like [`record_id`]; the ids of one source share their first half and
 /// grow with the position, so a data file stores them in about 4 bytes a row instead of 20.
 pub fn record_id_at(source: &str, position: u64) -> String {
-    hex(u128::from(xxhash_rust::xxh3::xxh3_64(source.as_bytes())) << 64 | u128::from(position), RECORD_ID_LEN)
+    hex(u128::from(xxhash_rust::xxh3::xxh3_64(source.as_bytes())) << 64 | u128::from(position))
 }
 
 /// A typed value of an extra column. Text is `String` in an owned row, `Cow<str>` in one that
@@ -586,9 +590,22 @@ pub(crate) fn write_time(out: &mut Vec<u8>, micros: i64) {
 
 /// Writes the last `dst.len()` decimal digits of `n` (not negative) into `dst`, zero-padded.
 pub(crate) fn digits(dst: &mut [u8], mut n: i64) {
-    for d in dst.iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
-        n /= 10;
+    // Two digits a step, from a table of "00" to "99".
+    const PAIRS: &[u8; 200] = b"\
+        0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut end = dst.len();
+    while end >= 2 {
+        let pair = (n % 100) as usize * 2;
+        dst[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        n /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        dst[0] = b'0' + (n % 10) as u8;
     }
 }
 
@@ -1050,7 +1067,9 @@ struct ObjectWriter<'a> {
     first: bool,
 }
 
+// Inlined, so that each key's length is a constant and its copy a few moves, not a call.
 impl ObjectWriter<'_> {
+    #[inline(always)]
     fn key(&mut self, k: &str) {
         if !self.first {
             self.out.push(b',');
@@ -1060,21 +1079,25 @@ impl ObjectWriter<'_> {
         self.out.extend_from_slice(k.as_bytes());
         self.out.extend_from_slice(b"\":");
     }
+    #[inline(always)]
     fn raw(&mut self, k: &str, v: &str) {
         self.key(k);
         self.out.extend_from_slice(v.as_bytes());
     }
+    #[inline(always)]
     fn str(&mut self, k: &str, v: Option<&str>) {
         if let Some(v) = v {
             self.key(k);
             json::write_str(self.out, v);
         }
     }
+    #[inline(always)]
     fn bool(&mut self, k: &str, v: Option<bool>) {
         if let Some(v) = v {
             self.raw(k, if v { "true" } else { "false" });
         }
     }
+    #[inline(always)]
     fn time(&mut self, k: &str, v: Option<i64>) {
         if let Some(v) = v {
             self.key(k);

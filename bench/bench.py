@@ -235,7 +235,8 @@ def bench_ingest(args, work, data):
     size_s = dir_bytes(os.path.join(lake, "logs"), ".parquet")
     size_d = dir_bytes(os.path.join(work, "ingest-duckdb-0"), ".parquet")
     return [
-        {"workload": f"ingest {args.records:,} records (s)", "sluice": s, "duckdb": d, "goal": "sluice 3x faster"},
+        {"workload": f"ingest {args.records:,} records (s)", "sluice": s, "duckdb": d, "goal": "sluice 3x faster",
+         "runs": results},
         {"workload": "lake size (MiB)", "sluice": size_s / 2**20, "duckdb": size_d / 2**20, "goal": "no larger"},
     ], lake
 

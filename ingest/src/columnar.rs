@@ -323,32 +323,6 @@ mod tests {
             .collect()
     }
 
-    /// zstd contexts are kept for reuse per thread (`vendor/zstd-safe`): one reused after a
-    /// dictionary, another level or a failed call must work exactly as a new one.
-    #[test]
-    fn reused_zstd_contexts_behave_as_new_ones() {
-        let data: Vec<u8> = (0..50_000u32).flat_map(|i| (i % 251 * 7919).to_le_bytes()).collect();
-        let dict: Vec<u8> = (0..4096u32).map(|i| (i % 97) as u8).collect();
-        // The test's own thread: this first context is a new one.
-        let fresh = zstd::bulk::Compressor::new(3).expect("cctx").compress(&data).expect("compress");
-        // Used with a dictionary and another level, then dropped into the pool.
-        let with_dict = zstd::bulk::Compressor::with_dictionary(19, &dict).expect("cctx").compress(&data).expect("dict");
-        let mut d = zstd::bulk::Decompressor::with_dictionary(&dict).expect("dctx");
-        assert_eq!(d.decompress(&with_dict, data.len()).expect("with the dictionary"), data);
-        drop(d);
-        // A call that fails leaves its context to the pool as well.
-        assert!(zstd::bulk::Decompressor::new().expect("dctx").decompress(b"not zstd", 100).is_err());
-        for _ in 0..3 {
-            // Reused contexts: the same bytes as a new context, readable without the dictionary.
-            let again = zstd::bulk::Compressor::new(3).expect("cctx").compress(&data).expect("compress");
-            assert_eq!(again, fresh);
-            let back = zstd::bulk::Decompressor::new().expect("dctx").decompress(&again, data.len());
-            assert_eq!(back.expect("decompress"), data);
-            let without = zstd::bulk::Decompressor::new().expect("dctx").decompress(&with_dict, data.len());
-            assert!(!matches!(without, Ok(v) if v == data), "a reused context must not keep the dictionary");
-        }
-    }
-
     #[test]
     fn dictionaries_only_for_repeating_columns_and_small_chunks_stay_uncompressed() {
         let contract = Contract::default();

@@ -155,9 +155,11 @@ def bench_transform(args):
 
 
 def transform_once():
-    """One criterion run: decoded MiB/s at the median of its samples."""
+    """One criterion run: decoded MiB/s at the median of its samples. Built with the `lambda`
+    profile (fat LTO, one codegen unit), as `scripts/build-lambda.sh` builds the Lambda."""
     out = subprocess.run(
-        ["cargo", "bench", "--locked", "-p", "sluice-partitioner", "--bench", "transform", "--", "--noplot"],
+        ["cargo", "bench", "--locked", "--profile", "lambda", "-p", "sluice-partitioner", "--bench", "transform",
+         "--", "--noplot"],
         capture_output=True,
         text=True,
         check=True,

@@ -2,9 +2,10 @@
 //! decoded record data per second. The handler is single-threaded, so this is MB/s per core.
 //! Measured as the Lambda binary runs it: the event parsed from JSON into a `FirehoseEvent`,
 //! answered by `respond`, the response serialized by `serde_json::to_vec` (what `lambda_runtime`
-//! does with the handler's result), with the Lambda binary's allocator (mimalloc).
+//! does with the handler's result), with the Lambda binary's allocator (mimalloc) and its build
+//! profile (`lambda`: fat LTO, one codegen unit; the default `bench` profile works too, ~9% slower).
 //!
-//! `cargo bench -p sluice-partitioner --bench transform`
+//! `cargo bench -p sluice-partitioner --bench transform --profile lambda`
 
 use std::hint::black_box;
 

@@ -1,6 +1,10 @@
 //! Normalized rows → Arrow record batches → zstd Parquet, with the lake schema from `schemas/`.
 
-use std::{collections::HashSet, hash::Hash, sync::Arc};
+use std::{
+    collections::HashSet,
+    hash::Hash,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use arrow_array::{
     Array, ArrayRef, RecordBatch,
@@ -13,10 +17,10 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Fields, SchemaRef, TimeUnit};
 use parquet::{
-    arrow::{ArrowWriter, arrow_writer::ArrowWriterOptions},
+    arrow::{ArrowSchemaConverter, ArrowWriter, arrow_writer::ArrowWriterOptions},
     basic::{Compression, ZstdLevel},
     file::properties::{EnabledStatistics, WriterProperties},
-    schema::types::ColumnPath,
+    schema::types::{ColumnPath, SchemaDescriptor},
 };
 use sluice_schemas::{ExtraType, ExtraValue, PackedRow, Registry, Span, UTC};
 
@@ -159,6 +163,13 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[PackedRow]
 /// 0.1% larger).
 pub const ZSTD_MIN_BYTES: usize = 128;
 
+/// Dictionary-encoded column chunks estimated below this size (in a file whose rows are all in the
+/// sample) are stored uncompressed too. Their dictionary already holds each value once, so zstd
+/// finds little left to take out: on the benchmark's lake, such chunks of 128 bytes to 1 KiB were
+/// 39% of the compressed chunks (two zstd frames each, dictionary and indices) and compressing
+/// them saved 0.8% of the lake; chunks of 1 to 4 KiB were 135 of 232,000.
+pub const ZSTD_MIN_DICTIONARY_BYTES: usize = 1024;
+
 /// Files of fewer rows get statistics per column chunk only: each of their columns is a single
 /// page, so a page index would repeat the chunk's statistics (and cost about 70 bytes a column).
 pub const PAGE_INDEX_MIN_ROWS: usize = 20_000;
@@ -166,7 +177,8 @@ pub const PAGE_INDEX_MIN_ROWS: usize = 20_000;
 /// Writer settings of a data file of `rows` rows whose first batch is `sample`: zstd, statistics
 /// per page (per column chunk below [`PAGE_INDEX_MIN_ROWS`]), row groups of [`ROW_GROUP_ROWS`],
 /// dictionary encoding only for the columns whose values repeat in `sample`, and no compression
-/// for chunks under [`ZSTD_MIN_BYTES`].
+/// for chunks under [`ZSTD_MIN_BYTES`] (dictionary-encoded ones under
+/// [`ZSTD_MIN_DICTIONARY_BYTES`]).
 ///
 /// A dictionary stores each distinct value once and an index a row; when the values hardly repeat
 /// (`record_id`, `transaction_id`, times, most free text within one partition-hour) it only adds
@@ -187,7 +199,7 @@ pub fn writer_properties(sample: &RecordBatch, rows: usize) -> WriterProperties 
     let whole = rows <= sample.num_rows();
     for (path, leaf) in leaves {
         b = match leaf {
-            Leaf::Repeating { bytes } if whole && bytes < ZSTD_MIN_BYTES => {
+            Leaf::Repeating { bytes } if whole && bytes < ZSTD_MIN_DICTIONARY_BYTES => {
                 b.set_column_compression(path, Compression::UNCOMPRESSED)
             }
             Leaf::Repeating { .. } => b,
@@ -286,12 +298,29 @@ pub fn writer_options(sample: &RecordBatch, rows: usize) -> ArrowWriterOptions {
     ArrowWriterOptions::new().with_properties(writer_properties(sample, rows)).with_skip_arrow_metadata(true)
 }
 
+/// The Parquet schema of `schema`, as [`ArrowWriter`] would convert it (converting it for every
+/// file was 1.3% of the CPU of writing the benchmark's small files): converted once for the
+/// last schema seen, which is the lake schema of a running server.
+fn parquet_schema(schema: &SchemaRef) -> Result<SchemaDescriptor> {
+    static LAST: Mutex<Option<(SchemaRef, SchemaDescriptor)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((seen, descriptor)) = &*last
+        && Arc::ptr_eq(seen, schema)
+    {
+        return Ok(descriptor.clone());
+    }
+    let descriptor = ArrowSchemaConverter::new().convert(schema)?;
+    *last = Some((Arc::clone(schema), descriptor.clone()));
+    Ok(descriptor)
+}
+
 /// Encodes rows as one Parquet file in memory.
 pub fn encode_parquet(registry: &Registry, schema: &SchemaRef, rows: &[PackedRow]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(rows.len() * 128 + 4096);
     let mut chunks = rows.chunks(ROW_GROUP_ROWS);
     let first = rows_to_batch(registry, schema, chunks.next().unwrap_or_default())?;
-    let mut w = ArrowWriter::try_new_with_options(&mut buf, schema.clone(), writer_options(&first, rows.len()))?;
+    let options = writer_options(&first, rows.len()).with_parquet_schema(parquet_schema(schema)?);
+    let mut w = ArrowWriter::try_new_with_options(&mut buf, schema.clone(), options)?;
     w.write(&first)?;
     for chunk in chunks {
         w.write(&rows_to_batch(registry, schema, chunk)?)?;
@@ -329,9 +358,10 @@ mod tests {
         let rows: Vec<PackedRow> = (0..40)
             .map(|i| {
                 let line = format!(
-                    r#"{{"organizationID":"o","environment":"prod","logType":"web","time":"2025-01-01T00:{:02}:00Z","transactionId":"tx-{i}","server":"web-{}","method":"GET","description":"request {} took longer than expected on the slow path","events":[{{"action":"a","transactionId":"tx-{i}"}}]}}"#,
+                    r#"{{"organizationID":"o","environment":"prod","logType":"web","time":"2025-01-01T00:{:02}:00Z","transactionId":"tx-{i}","server":"web-{}","method":"GET","description":"request {} took longer than expected on the slow path of the checkout service","events":[{{"action":"a","description":"step {} of the slow path","transactionId":"tx-{i}"}}]}}"#,
                     i % 60,
                     i % 3,
+                    i % 20,
                     i % 4
                 );
                 let ctx = Context { record_id: record_id_at("test", i), arrival_micros: 1_735_700_000_000_000 };
@@ -345,10 +375,13 @@ mod tests {
         for unique in ["record_id", "time", "transaction_id", "events.list.item.transaction_id"] {
             assert_eq!(get(unique), &(unique.to_owned(), false, true), "{unique}");
         }
-        // 4 distinct sentences over 40 rows: a dictionary, worth compressing.
+        // 20 distinct sentences over 40 rows: a dictionary of over ZSTD_MIN_DICTIONARY_BYTES,
+        // worth compressing.
         assert_eq!(get("description"), &("description".to_owned(), true, true));
-        // A few short distinct values: a dictionary of under ZSTD_MIN_BYTES, left uncompressed.
-        for repeating in ["server", "method", "ingested_at", "events.list.item.action"] {
+        // A few distinct values: a dictionary of under ZSTD_MIN_DICTIONARY_BYTES (4 sentences),
+        // or of under ZSTD_MIN_BYTES, left uncompressed.
+        for repeating in ["server", "method", "ingested_at", "events.list.item.action", "events.list.item.description"]
+        {
             assert_eq!(get(repeating), &(repeating.to_owned(), true, false), "{repeating}");
         }
         for null in ["caller", "level", "events.list.item.time"] {

@@ -193,13 +193,20 @@ COPY (
 """
 
 
+def publish_flags():
+    """Extra flags of `sluice publish` in the ingest workload: none, so requests go uncompressed,
+    as `sluice publish` sends them by default and as a publisher on the server's own machine
+    would. PUBLISH_FLAGS adds some (`bench/ab.py BIN DATA gzip:PUBLISH_FLAGS=--gzip` compares)."""
+    return os.environ.get("PUBLISH_FLAGS", "").split()
+
+
 def sluice_ingest(args, data, lake, *flags):
     """Seconds for `sluice publish` of `data` to a fresh `sluice serve` until all of it is in Parquet."""
     serve = Serve(args.sluice, lake, *flags)
     t, _ = timed(
         lambda: (
             subprocess.run(
-                [args.sluice, "publish", "--quiet", "--to", serve.url, "--gzip", data],
+                [args.sluice, "publish", "--quiet", "--to", serve.url, *publish_flags(), data],
                 check=True,
                 stdout=subprocess.DEVNULL,
             ),
@@ -423,7 +430,7 @@ def main():
             print(f"| {r['workload']} | {fmt(s)} | {fmt(d)} | {ratio} | {r.get('goal') or ''} | {same} |")
         with open(args.out, "w") as f:
             json.dump({"records": args.records, "runs": args.runs, "machine": machine,
-                       "duckdb": duckdb.__version__, "results": rows}, f, indent=2)
+                       "duckdb": duckdb.__version__, "publish_flags": publish_flags(), "results": rows}, f, indent=2)
         log(f"\nwrote {args.out}")
         if any(r.get("same_answer") is False for r in rows):
             log("some answers differ between sluice and DuckDB")

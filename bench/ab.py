@@ -7,11 +7,11 @@ partitioned COPY in the same run, so that the ratios of a noisy machine can be c
 SLUICE is the baseline binary ("base"); each NAME:… adds a variant: BIN=path runs another binary,
 any other KEY=VALUE is set in the environment of its `sluice serve` (e.g.
 SLUICE_CONFIG=flushes.toml, MIMALLOC_PURGE_DELAY=1000); PUBLISH_FLAGS adds flags to `sluice publish`
-(`gzip:PUBLISH_FLAGS=--gzip`). Each cycle runs every variant once and
-then DuckDB once; it prints each run, then per variant the median, its ratio to DuckDB's median, and
-the lake size. CYCLES=N sets the cycles (default 3); NODUCK=1 leaves DuckDB out (ratios to 1 s).
-Run it with the benchmark's virtualenv (`~/.cache/sluice/venv-bench/bin/python`), after
-`bench/run` has installed DuckDB there.
+(`gzip:PUBLISH_FLAGS=--gzip`). Each cycle runs every variant once and then DuckDB once; it prints
+each run, then per variant the median, its ratio to DuckDB's median, and the lake size. CYCLES=N
+sets the cycles (default 3); NODUCK=1 leaves DuckDB out (ratios to 1 s). Run it with the
+benchmark's virtualenv (`~/.cache/sluice/venv-bench/bin/python`), after `bench/run` has installed
+DuckDB there.
 """
 
 import os

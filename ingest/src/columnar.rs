@@ -157,38 +157,57 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[PackedRow]
 }
 
 /// Column chunks estimated below this size (in a file whose rows are all in the sample) are
-/// stored uncompressed: a zstd frame on so little saves a few bytes at most, and each compressed
-/// chunk costs a compression context. On the benchmark's lake (files of about 70 rows), 128 made
-/// the lake 0.5% smaller and encoding 13% faster than compressing every chunk (256: 22% faster,
-/// 0.1% larger).
-pub const ZSTD_MIN_BYTES: usize = 128;
+/// stored uncompressed: a zstd frame on so little saves a few dozen bytes at most, and each
+/// compressed chunk costs a compression context and a Huffman table. Measured with
+/// `ingest/examples/encode.rs` on the benchmark's data (files of about 70 rows, with the other
+/// settings here): 512 encoded 4% faster than 256 for a lake 1.6% larger; 768, 7% faster again
+/// for 4% larger.
+pub const ZSTD_MIN_BYTES: usize = 512;
 
 /// Dictionary-encoded column chunks estimated below this size (in a file whose rows are all in the
 /// sample) are stored uncompressed too. Their dictionary already holds each value once, so zstd
-/// finds little left to take out: on the benchmark's lake, such chunks of 128 bytes to 1 KiB were
-/// 39% of the compressed chunks (two zstd frames each, dictionary and indices) and compressing
-/// them saved 0.8% of the lake; chunks of 1 to 4 KiB were 135 of 232,000.
-pub const ZSTD_MIN_DICTIONARY_BYTES: usize = 1024;
+/// finds little left to take out: on the benchmark's lake, raising this from 1 KiB to 2 KiB left
+/// the lake's size unchanged (to 0.01%) and encoded 2% faster.
+pub const ZSTD_MIN_DICTIONARY_BYTES: usize = 2048;
 
-/// Files of fewer rows get statistics per column chunk only: each of their columns is a single
-/// page, so a page index would repeat the chunk's statistics (and cost about 70 bytes a column).
+/// Files of fewer rows get statistics per column chunk only, and no offset index: each of their
+/// columns is a single page, so a page index would repeat the chunk's statistics (about 70 bytes
+/// a column) and an offset index its location (about 20 bytes a column, 5% of the benchmark's
+/// lake, and 5% of the time to encode it).
 pub const PAGE_INDEX_MIN_ROWS: usize = 20_000;
 
-/// Writer settings of a data file of `rows` rows whose first batch is `sample`: zstd, statistics
-/// per page (per column chunk below [`PAGE_INDEX_MIN_ROWS`]), row groups of [`ROW_GROUP_ROWS`],
-/// dictionary encoding only for the columns whose values repeat in `sample`, and no compression
-/// for chunks under [`ZSTD_MIN_BYTES`] (dictionary-encoded ones under
-/// [`ZSTD_MIN_DICTIONARY_BYTES`]).
+/// The zstd level of files of fewer than [`PAGE_INDEX_MIN_ROWS`] rows; larger files (compaction's)
+/// get level 3. On chunks of a few KiB level 1 compresses almost as well: on the benchmark's
+/// lake it encoded 7.5% faster than level 3 for a lake 0.3% larger.
+pub const SMALL_FILE_ZSTD_LEVEL: i32 = 1;
+
+/// Column statistics keep at most this many bytes of a string's minimum and maximum (a
+/// truncated maximum is rounded up, so pruning stays correct). Strings in a file of log records
+/// rarely share a longer prefix, and at 64 bytes the minimums and maximums of long values
+/// (transaction ids, `detail`, `caller`, `attributes`) were 5.1% of the benchmark's lake; at 32,
+/// 3.9%.
+pub const STATISTICS_TRUNCATE_BYTES: usize = 32;
+
+/// Writer settings of a data file of `rows` rows whose first batch is `sample`: zstd (level
+/// [`SMALL_FILE_ZSTD_LEVEL`] for small files), statistics per page (per column chunk, and no
+/// offset index, below [`PAGE_INDEX_MIN_ROWS`]) with strings truncated to
+/// [`STATISTICS_TRUNCATE_BYTES`], row groups of [`ROW_GROUP_ROWS`], dictionary encoding only for
+/// the columns whose values repeat in `sample`, and no compression for chunks under
+/// [`ZSTD_MIN_BYTES`] (dictionary-encoded ones under [`ZSTD_MIN_DICTIONARY_BYTES`]).
 ///
 /// A dictionary stores each distinct value once and an index a row; when the values hardly repeat
 /// (`record_id`, `transaction_id`, times, most free text within one partition-hour) it only adds
 /// the indices and a page. Measured on the benchmark's lake (files of about 70 rows): 4.6% smaller
 /// with dictionaries for repeating columns only, 2.3% with none at all.
 pub fn writer_properties(sample: &RecordBatch, rows: usize) -> WriterProperties {
-    let stats = if rows < PAGE_INDEX_MIN_ROWS { EnabledStatistics::Chunk } else { EnabledStatistics::Page };
+    let small = rows < PAGE_INDEX_MIN_ROWS;
+    let (stats, level) =
+        if small { (EnabledStatistics::Chunk, SMALL_FILE_ZSTD_LEVEL) } else { (EnabledStatistics::Page, 3) };
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(level).expect("valid zstd level")))
         .set_statistics_enabled(stats)
+        .set_offset_index_disabled(small)
+        .set_statistics_truncate_length(Some(STATISTICS_TRUNCATE_BYTES))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
     let mut leaves = Vec::new();
@@ -352,34 +371,41 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn dictionaries_only_for_repeating_columns_and_small_chunks_stay_uncompressed() {
-        let contract = Contract::default();
-        let rows: Vec<PackedRow> = (0..40)
+    /// 80 rows of one partition: unique times, record ids and (long) transaction ids; 40 distinct
+    /// long descriptions; a few servers, methods and event descriptions; no callers or levels.
+    fn sample_rows(contract: &Contract) -> Vec<PackedRow> {
+        (0..80)
             .map(|i| {
                 let line = format!(
-                    r#"{{"organizationID":"o","environment":"prod","logType":"web","time":"2025-01-01T00:{:02}:00Z","transactionId":"tx-{i}","server":"web-{}","method":"GET","description":"request {} took longer than expected on the slow path of the checkout service","events":[{{"action":"a","description":"step {} of the slow path","transactionId":"tx-{i}"}}]}}"#,
+                    r#"{{"organizationID":"o","environment":"prod","logType":"web","time":"2025-01-01T00:{:02}:{:02}Z","transactionId":"tx-{i:04}-5f3c2a9e-8b1d-4c6f-a2e7-3d9b0c1e4f58","server":"web-{}","method":"GET","description":"request {} took longer than expected on the slow path of the checkout service","events":[{{"action":"a","description":"step {} of the slow path","transactionId":"tx-{i:04}-5f3c2a9e-8b1d-4c6f-a2e7-3d9b0c1e4f58"}}]}}"#,
+                    i / 60,
                     i % 60,
                     i % 3,
-                    i % 20,
+                    i % 40,
                     i % 4
                 );
                 let ctx = Context { record_id: record_id_at("test", i), arrival_micros: 1_735_700_000_000_000 };
                 PackedRow::new(contract.parse_borrowed(line.as_bytes(), &ctx).expect("valid").row)
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn dictionaries_only_for_repeating_columns_and_small_chunks_stay_uncompressed() {
+        let contract = Contract::default();
         let schema = Arc::new(contract.registry.lake_arrow_schema());
-        let file = encode_parquet(&contract.registry, &schema, &rows).expect("encode");
+        let file = encode_parquet(&contract.registry, &schema, &sample_rows(&contract)).expect("encode");
         let chunks = chunks(file);
         let get = |p: &str| chunks.iter().find(|c| c.0 == p).unwrap_or_else(|| panic!("no column {p}: {chunks:?}"));
+        // Over ZSTD_MIN_BYTES of distinct values.
         for unique in ["record_id", "time", "transaction_id", "events.list.item.transaction_id"] {
             assert_eq!(get(unique), &(unique.to_owned(), false, true), "{unique}");
         }
-        // 20 distinct sentences over 40 rows: a dictionary of over ZSTD_MIN_DICTIONARY_BYTES,
+        // 40 distinct sentences over 80 rows: a dictionary of over ZSTD_MIN_DICTIONARY_BYTES,
         // worth compressing.
         assert_eq!(get("description"), &("description".to_owned(), true, true));
-        // A few distinct values: a dictionary of under ZSTD_MIN_DICTIONARY_BYTES (4 sentences),
-        // or of under ZSTD_MIN_BYTES, left uncompressed.
+        // A few distinct values: a dictionary of under ZSTD_MIN_DICTIONARY_BYTES, left
+        // uncompressed.
         for repeating in ["server", "method", "ingested_at", "events.list.item.action", "events.list.item.description"]
         {
             assert_eq!(get(repeating), &(repeating.to_owned(), true, false), "{repeating}");
@@ -387,5 +413,26 @@ mod tests {
         for null in ["caller", "level", "events.list.item.time"] {
             assert_eq!(get(null), &(null.to_owned(), false, false), "{null}");
         }
+    }
+
+    #[test]
+    fn small_files_have_no_offset_index_and_truncated_string_statistics() {
+        let contract = Contract::default();
+        let schema = Arc::new(contract.registry.lake_arrow_schema());
+        let rows = sample_rows(&contract);
+        let file = encode_parquet(&contract.registry, &schema, &rows).expect("encode");
+        let reader = SerializedFileReader::new(bytes::Bytes::from(file)).expect("parquet");
+        let rg = reader.metadata().row_group(0).clone();
+        for c in rg.columns() {
+            assert_eq!((c.offset_index_offset(), c.column_index_offset()), (None, None), "{}", c.column_path());
+        }
+        let tx = rg.columns().iter().find(|c| c.column_path().string() == "transaction_id").expect("column");
+        let stats = tx.statistics().expect("statistics");
+        let (min, max) = (stats.min_bytes_opt().expect("min"), stats.max_bytes_opt().expect("max"));
+        assert_eq!((min.len(), max.len()), (STATISTICS_TRUNCATE_BYTES, STATISTICS_TRUNCATE_BYTES));
+        // The truncated minimum is a prefix of the smallest value; the maximum is rounded up.
+        assert!(b"tx-0000-5f3c2a9e-8b1d-4c6f-a2e7-3d9b0c1e4f58".starts_with(min));
+        assert!(max > &b"tx-0079-5f3c2a9e-8b1d-4c6f-a2e7-3d9b0c1e4f58"[..]);
+        assert!(!stats.max_is_exact());
     }
 }

@@ -9,10 +9,9 @@ use std::{borrow::Cow, fmt};
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::{
-    json::{self, Fields, Kind},
+    json::{self, Fields, Kind, Raw},
     partition::{Partition, validate_partition_value},
     registry::{ExtraType, LogType, Registry},
 };
@@ -423,7 +422,7 @@ fn reject<T>(code: ReasonCode, message: impl Into<String>) -> Result<T, Rejectio
     Err(Rejection::new(code, message))
 }
 
-fn invalid<T>(field: impl fmt::Display, expected: &str, raw: &RawValue) -> Result<T, Rejection> {
+fn invalid<T>(field: impl fmt::Display, expected: &str, raw: Raw<'_>) -> Result<T, Rejection> {
     reject(ReasonCode::InvalidField, format!("`{field}` must be {expected}, got {}", preview(raw.get())))
 }
 
@@ -436,11 +435,11 @@ fn preview(text: &str) -> String {
     s
 }
 
-fn opt(v: Option<&RawValue>) -> Option<&RawValue> {
-    v.filter(|r| json::kind(r) != Kind::Null)
+fn opt(v: Option<Raw<'_>>) -> Option<Raw<'_>> {
+    v.filter(|r| json::kind(*r) != Kind::Null)
 }
 
-fn opt_string(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, Rejection> {
+fn opt_string(field: impl fmt::Display, v: Option<Raw<'_>>) -> Result<Option<Cow<'_, str>>, Rejection> {
     match opt(v) {
         None => Ok(None),
         Some(r) => match json::string(r) {
@@ -450,7 +449,7 @@ fn opt_string(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<C
     }
 }
 
-fn opt_bool(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<bool>, Rejection> {
+fn opt_bool(field: impl fmt::Display, v: Option<Raw<'_>>) -> Result<Option<bool>, Rejection> {
     match opt(v).map(|r| (r, r.get())) {
         None => Ok(None),
         Some((_, "true")) => Ok(Some(true)),
@@ -459,7 +458,7 @@ fn opt_bool(field: impl fmt::Display, v: Option<&RawValue>) -> Result<Option<boo
     }
 }
 
-fn json_text(v: Option<&RawValue>) -> Option<Cow<'_, str>> {
+fn json_text(v: Option<Raw<'_>>) -> Option<Cow<'_, str>> {
     opt(v).map(|r| json::minify(r.get()))
 }
 
@@ -541,7 +540,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn time_field(field: impl fmt::Display, r: &RawValue) -> Result<i64, Rejection> {
+fn time_field(field: impl fmt::Display, r: Raw<'_>) -> Result<i64, Rejection> {
     let t = match json::kind(r) {
         Kind::String => json::string(r).and_then(|s| parse_time_str(&s)),
         Kind::Number => parse_epoch_millis(r.get()),
@@ -625,7 +624,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 /// An hour part (`year`, `month`, …): a JSON integer or a string of digits.
-fn hour_part(field: &str, r: &RawValue) -> Result<u32, Rejection> {
+fn hour_part(field: &str, r: Raw<'_>) -> Result<u32, Rejection> {
     let text: Cow<'_, str> = match json::kind(r) {
         Kind::Number => Cow::Borrowed(r.get()),
         Kind::String => json::string(r).unwrap_or_default(),
@@ -653,7 +652,7 @@ fn partition_value(field: &str, value: &str) -> Result<(), Rejection> {
     })
 }
 
-fn required<'a>(field: &str, v: Option<&'a RawValue>) -> Result<&'a RawValue, Rejection> {
+fn required<'a>(field: &str, v: Option<Raw<'a>>) -> Result<Raw<'a>, Rejection> {
     opt(v).ok_or_else(|| Rejection::new(ReasonCode::MissingField, format!("`{field}` is required")))
 }
 
@@ -676,31 +675,19 @@ impl Contract {
                 ),
             );
         }
-        if json::deeper_than(raw, self.limits.max_depth) {
-            return reject(
-                ReasonCode::InvalidJson,
-                format!("JSON nests deeper than {} levels; flatten it", self.limits.max_depth),
-            );
-        }
-        // Checked as UTF-8 once, in one pass: parsed as text, the JSON parser does not check every
-        // string and raw value again.
-        let Ok(text) = simdutf8::basic::from_utf8(raw) else {
-            let e = std::str::from_utf8(raw).err().map(|e| e.to_string()).unwrap_or_default();
-            return reject(ReasonCode::InvalidJson, format!("not valid JSON: the record is not UTF-8 ({e})"));
-        };
-        let json::RecordFields { fields, events } = match serde_json::from_str::<json::RecordFields<'_>>(text) {
-            Ok(f) => f,
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                return reject(ReasonCode::NotAnObject, "a record must be a JSON object ({…})");
-            }
-            Err(e) => return reject(ReasonCode::InvalidJson, format!("not valid JSON: {e}")),
+        // The fast reader takes the records it is sure of; everything else, and every error, is
+        // read as before: the depth, UTF-8 checked once, then `serde_json`.
+        let fast = simdutf8::basic::from_utf8(raw).ok().and_then(|t| json::record_fields(t, self.limits.max_depth));
+        let json::RecordFields { fields, events } = match fast {
+            Some(f) => f,
+            None => self.read_fields(raw)?,
         };
 
         let mut org = None;
         let mut env = None;
         let mut logtype = None;
         let mut time = None;
-        let mut ymdh: [Option<&RawValue>; 4] = [None; 4];
+        let mut ymdh: [Option<Raw<'_>>; 4] = [None; 4];
         let mut txn = None;
         let mut server = None;
         let mut action = None;
@@ -709,7 +696,7 @@ impl Contract {
         let mut caller = None;
         let mut success = None;
         let mut detail = None;
-        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(fields.len());
+        let mut rest: Vec<(Cow<'_, str>, Raw<'_>)> = Vec::with_capacity(fields.len());
         for (k, v) in fields {
             let slot = match k.as_ref() {
                 "organizationID" => &mut org,
@@ -853,13 +840,36 @@ impl Contract {
         Ok(Record { partition, row })
     }
 
+    /// A record's fields read by `serde_json`, or why they cannot be.
+    fn read_fields<'a>(&self, raw: &'a [u8]) -> Result<json::RecordFields<'a>, Rejection> {
+        if json::deeper_than(raw, self.limits.max_depth) {
+            return reject(
+                ReasonCode::InvalidJson,
+                format!("JSON nests deeper than {} levels; flatten it", self.limits.max_depth),
+            );
+        }
+        // Checked as UTF-8 in one pass (again, for a record the fast reader did not take): parsed
+        // as text, the JSON parser does not check every string and raw value again.
+        let Ok(text) = simdutf8::basic::from_utf8(raw) else {
+            let e = std::str::from_utf8(raw).err().map(|e| e.to_string()).unwrap_or_default();
+            return reject(ReasonCode::InvalidJson, format!("not valid JSON: the record is not UTF-8 ({e})"));
+        };
+        match serde_json::from_str::<json::RecordFields<'_>>(text) {
+            Ok(f) => Ok(f),
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                reject(ReasonCode::NotAnObject, "a record must be a JSON object ({…})")
+            }
+            Err(e) => reject(ReasonCode::InvalidJson, format!("not valid JSON: {e}")),
+        }
+    }
+
     fn extras_and_attributes<'a>(
         &self,
         lt: &LogType,
-        rest: Vec<(Cow<'a, str>, &'a RawValue)>,
+        rest: Vec<(Cow<'a, str>, Raw<'a>)>,
     ) -> Result<ExtrasAndAttributes<'a>, Rejection> {
         let mut extras = Vec::with_capacity(rest.len());
-        let mut attrs: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(rest.len());
+        let mut attrs: Vec<(Cow<'_, str>, Raw<'_>)> = Vec::with_capacity(rest.len());
         let slots = self.registry.extra_slots(&lt.name);
         for (k, v) in rest {
             match lt.columns.iter().position(|c| c.field == k) {
@@ -881,7 +891,7 @@ impl Contract {
 type ExtrasAndAttributes<'a> = (Extras<Cow<'a, str>>, Option<Cow<'a, str>>);
 
 /// A JSON object as text from (key, raw value) pairs; `None` when there are none.
-fn object_text(pairs: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {
+fn object_text(pairs: &[(Cow<'_, str>, Raw<'_>)]) -> Option<String> {
     if pairs.is_empty() {
         return None;
     }
@@ -899,7 +909,7 @@ fn object_text(pairs: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {
     Some(String::from_utf8(out).expect("built from valid UTF-8"))
 }
 
-fn extra_value<'a>(field: &str, ty: ExtraType, r: &'a RawValue) -> Result<Option<ExtraValue<Cow<'a, str>>>, Rejection> {
+fn extra_value<'a>(field: &str, ty: ExtraType, r: Raw<'a>) -> Result<Option<ExtraValue<Cow<'a, str>>>, Rejection> {
     let kind = json::kind(r);
     if kind == Kind::Null {
         return Ok(None);
@@ -959,7 +969,7 @@ impl fmt::Display for EventField {
 }
 
 /// The raw text of the (last) `events` field of a record that parsed, for messages.
-fn raw_events(record: &[u8]) -> &RawValue {
+fn raw_events(record: &[u8]) -> Raw<'_> {
     let Fields(fields) = serde_json::from_slice(record).expect("the record parsed as an object before");
     fields.into_iter().rev().find(|(k, _)| k == "events").map(|(_, v)| v).expect("the record has events")
 }
@@ -970,11 +980,11 @@ fn parse_events<'a>(items: Vec<json::Shape<'a>>, record: &[u8]) -> Result<Vec<Ev
         let name = |field| EventField { index: i, field };
         let json::Shape::Object(fields) = item else {
             // Read the array again for the element's text, for the message.
-            let raw: Vec<&RawValue> = serde_json::from_str(raw_events(record).get()).expect("the array parsed before");
+            let raw: Vec<Raw<'_>> = serde_json::from_str(raw_events(record).get()).expect("the array parsed before");
             return invalid(format!("events[{i}]"), "an object", raw[i]);
         };
         let mut e = Event::default();
-        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(fields.len());
+        let mut rest: Vec<(Cow<'_, str>, Raw<'_>)> = Vec::with_capacity(fields.len());
         for (k, v) in fields {
             match k.as_ref() {
                 "action" => e.action = opt_string(name("action"), Some(v))?,

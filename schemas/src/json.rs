@@ -231,7 +231,7 @@ pub(crate) fn record_fields(text: &str, max_depth: usize) -> Option<RecordFields
             } else {
                 out.fields.push((key, r.value(1)?));
             }
-            if r.object_next()? {
+            if r.next_or_close(b'}')? {
                 break;
             }
         }
@@ -320,9 +320,9 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
-    /// After an object's value: `Some(false)` at a `,` (and at the next key), `Some(true)` at
-    /// the closing `}`.
-    fn object_next(&mut self) -> Option<bool> {
+    /// After a value in an array or object that `close` ends: `Some(false)` at a `,` (and at
+    /// the next value or key), `Some(true)` past `close`.
+    fn next_or_close(&mut self, close: u8) -> Option<bool> {
         self.space();
         match self.peek()? {
             b',' => {
@@ -330,7 +330,7 @@ impl<'a> Reader<'a> {
                 self.space();
                 Some(false)
             }
-            b'}' => {
+            b if b == close => {
                 self.at += 1;
                 Some(true)
             }
@@ -472,17 +472,8 @@ impl<'a> Reader<'a> {
                 self.colon()?;
             }
             self.skip_value(depth)?;
-            self.space();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.space();
-                }
-                b if b == close => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.next_or_close(close)? {
+                return Some(());
             }
         }
     }
@@ -501,17 +492,8 @@ impl<'a> Reader<'a> {
                 }
                 loop {
                     items.push(Shape::Object(self.object_fields(3)?));
-                    self.space();
-                    match self.peek()? {
-                        b',' => {
-                            self.at += 1;
-                            self.space();
-                        }
-                        b']' => {
-                            self.at += 1;
-                            return Some(Shape::Array(items));
-                        }
-                        _ => return None,
+                    if self.next_or_close(b']')? {
+                        return Some(Shape::Array(items));
                     }
                 }
             }
@@ -533,7 +515,7 @@ impl<'a> Reader<'a> {
             let key = self.key()?;
             self.colon()?;
             fields.push((key, self.value(depth)?));
-            if self.object_next()? {
+            if self.next_or_close(b'}')? {
                 return Some(fields);
             }
         }

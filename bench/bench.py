@@ -129,6 +129,13 @@ class Serve:
                     return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu(self):
+        """`serve`'s CPU seconds so far (user, system) and its minor page faults (`/proc/PID/stat`)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick, int(fields[7])
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=600)
@@ -200,8 +207,9 @@ def publish_flags():
     return os.environ.get("PUBLISH_FLAGS", "").split()
 
 
-def sluice_ingest(args, data, lake, *flags):
-    """Seconds for `sluice publish` of `data` to a fresh `sluice serve` until all of it is in Parquet."""
+def sluice_ingest(args, data, lake, *flags, usage=None):
+    """Seconds for `sluice publish` of `data` to a fresh `sluice serve` until all of it is in Parquet.
+    `usage`, a list, gets `serve`'s CPU and page faults (`Serve.cpu`)."""
     serve = Serve(args.sluice, lake, *flags)
     t, _ = timed(
         lambda: (
@@ -213,6 +221,8 @@ def sluice_ingest(args, data, lake, *flags):
             http_json("POST", serve.url + "/v1/flush", {}),
         )
     )
+    if usage is not None:
+        usage.append(serve.cpu())
     serve.stop()
     return t
 

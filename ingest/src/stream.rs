@@ -15,6 +15,10 @@
 //! The low watermark is the smallest sequence number not yet durable in the lake; segments
 //! below it are deleted. A crash at any point loses nothing acknowledged: on start, whatever
 //! the log still holds is delivered again (at least once; `record_id` identifies duplicates).
+//!
+//! A file is durable once fsynced with its folder. On a local lake on Linux the files are
+//! committed in groups instead (`lake::commit_groups`): each is staged unsynced and its task
+//! freed for the next file, and one `syncfs(2)` makes every file staged meanwhile durable.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -37,7 +41,7 @@ use crate::{
     batch::{Batcher, BufferHints, Item, Job, Target},
     error::{Error, Result},
     errors::ErrorRecord,
-    lake::Lake,
+    lake::{Lake, StagedFile},
     metrics::Metrics,
     wal::{Entry, Recovery, Wal, WalConfig},
 };
@@ -134,7 +138,37 @@ struct Writer {
     schema: SchemaRef,
     /// File name prefix: the log id.
     prefix: String,
+    /// The filesystem of a local lake whose files are committed in groups (`lake::commit_groups`).
+    group_commit: Option<u64>,
 }
+
+/// An encoded file, and what the metrics count once it is durable.
+struct Written {
+    key: Path,
+    bytes: Bytes,
+    rows: u64,
+    data: bool,
+    started: Instant,
+}
+
+impl Written {
+    fn count(&self, metrics: &Metrics) {
+        let n = self.bytes.len() as u64;
+        metrics.flush_latency(self.started.elapsed().as_secs_f64());
+        if self.data {
+            metrics.files_written.fetch_add(1, Relaxed);
+            metrics.bytes_written.fetch_add(n, Relaxed);
+            metrics.rows_written.fetch_add(self.rows, Relaxed);
+        } else {
+            metrics.error_files_written.fetch_add(1, Relaxed);
+        }
+        tracing::debug!(key = %self.key, rows = self.rows, bytes = n, "file written");
+    }
+}
+
+/// What a job's task returns: its id, and the file it staged for the group commit, if it did not
+/// write it durably itself.
+type JobEnd = (u64, Option<(StagedFile, Written)>);
 
 impl Writer {
     /// Encodes `job` on the blocking pool (so files encode on every core while others are being
@@ -156,6 +190,22 @@ impl Writer {
                 Err(panic) => std::panic::resume_unwind(panic.into_panic()),
             };
             backoff.wait(metrics, "encoding a file", &e).await;
+        }
+    }
+
+    /// Writes a file to the lake, retrying while it fails: staged for the group commit when
+    /// `stage` and the lake commits in groups, otherwise durably.
+    async fn write(&self, w: &Written, stage: bool, metrics: &Metrics) -> Option<StagedFile> {
+        let mut backoff = Backoff::new();
+        loop {
+            let written = match self.group_commit.filter(|_| stage) {
+                Some(device) => self.lake.stage(&w.key, w.bytes.clone(), device).await,
+                None => self.lake.put(&w.key, w.bytes.clone()).await.map(|()| None),
+            };
+            match written {
+                Ok(staged) => return staged,
+                Err(e) => backoff.wait(metrics, "writing to the lake", &e).await,
+            }
         }
     }
 }
@@ -194,6 +244,12 @@ impl Pipeline {
             .map_err(|e| Error::Stopped(e.to_string()))??;
         let (tx, rx) = mpsc::channel::<Msg>(64);
         let (wal_tx, wal_rx) = oneshot::channel();
+        let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+        let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+        let group_commit = lake.group_commit_device();
+        if let (Some(_), Some(root)) = (group_commit, lake.local_root()) {
+            tokio::spawn(crate::lake::commit_groups(root.to_path_buf(), commit_rx, committed_tx));
+        }
         // Delivery runs while the log is read, so recovering a large log stays within memory.
         let delivery = Delivery {
             writer: Arc::new(Writer {
@@ -201,6 +257,7 @@ impl Pipeline {
                 schema: Arc::new(registry.lake_arrow_schema()),
                 registry,
                 prefix: id.clone(),
+                group_commit,
             }),
             batcher: Batcher::new(config.hints),
             metrics: Arc::clone(&metrics),
@@ -208,6 +265,9 @@ impl Pipeline {
             concurrent: config.concurrent_flushes.max(1),
             pending: VecDeque::new(),
             inflight: HashMap::new(),
+            committing: HashMap::new(),
+            commit: commit_tx,
+            committed: committed_rx,
             job_bytes: 0,
             log_relief: None,
             job_seqs: BTreeMap::new(),
@@ -380,14 +440,21 @@ struct Delivery {
     pending: VecDeque<(u64, Job)>,
     /// Jobs being written: job id → (smallest sequence number, bytes).
     inflight: HashMap<u64, (u64, u64)>,
-    /// Bytes of the pending and in-flight jobs.
+    /// Jobs whose files wait for the group commit: job id → (smallest sequence number, bytes,
+    /// the file). They no longer take one of the `concurrent` places.
+    committing: HashMap<u64, (u64, u64, Written)>,
+    /// To the group commit, and its answers.
+    commit: mpsc::UnboundedSender<(u64, StagedFile)>,
+    committed: mpsc::UnboundedReceiver<Vec<(u64, bool)>>,
+    /// Bytes of the pending, in-flight and committing jobs (a committing job's encoded file is
+    /// held until it is durable, to be written again if the commit fails).
     job_bytes: u64,
     /// The watermark the last relief of the log flushed up to.
     log_relief: Option<u64>,
     /// Smallest sequence numbers of the pending and in-flight jobs (with counts), for the
     /// watermark without a scan of thousands of jobs.
     job_seqs: BTreeMap<u64, usize>,
-    running: JoinSet<u64>,
+    running: JoinSet<JobEnd>,
     next_job: u64,
     /// The sequence number after the last item received.
     next_seq: Option<u64>,
@@ -414,10 +481,16 @@ impl Delivery {
                     None => break,
                 },
                 Some(res) = self.running.join_next(), if !self.running.is_empty() => {
-                    if let Ok(id) = res
-                        && let Some((seq, bytes)) = self.inflight.remove(&id)
-                    {
-                        self.job_done(seq, bytes);
+                    if let Ok((id, staged)) = res {
+                        self.written(id, staged);
+                    }
+                    self.trim().await;
+                }
+                answers = self.committed.recv(), if !self.committing.is_empty() => {
+                    // Without the group commit (it ended), every file waiting is written again.
+                    let answers = answers.unwrap_or_else(|| self.committing.keys().map(|&id| (id, false)).collect());
+                    for (id, durable) in answers {
+                        self.answered(id, durable);
                     }
                     self.trim().await;
                 }
@@ -438,7 +511,10 @@ impl Delivery {
             self.relieve();
             self.start_jobs();
             self.metrics.buffered_bytes.store(self.held_bytes(), Relaxed);
-            let idle = self.pending.is_empty() && self.inflight.is_empty() && self.batcher.is_empty();
+            let idle = self.pending.is_empty()
+                && self.inflight.is_empty()
+                && self.committing.is_empty()
+                && self.batcher.is_empty();
             if idle && self.wal.is_some() && !self.waiting_flush.is_empty() {
                 for w in self.waiting_flush.drain(..) {
                     w.send(()).ok();
@@ -467,6 +543,37 @@ impl Delivery {
         self.job_bytes += job.bytes;
         *self.job_seqs.entry(job.min_seq).or_default() += 1;
         self.pending.push_back((id, job));
+    }
+
+    /// A job's task ended: its file is durable, or staged for the group commit.
+    fn written(&mut self, id: u64, staged: Option<(StagedFile, Written)>) {
+        let Some((seq, bytes)) = self.inflight.remove(&id) else { return };
+        match staged {
+            None => self.job_done(seq, bytes),
+            Some((file, w)) => {
+                self.committing.insert(id, (seq, bytes, w));
+                if self.commit.send((id, file)).is_err() {
+                    self.answered(id, false);
+                }
+            }
+        }
+    }
+
+    /// The group commit answered for a job's file: durable, or to be written again one by one.
+    fn answered(&mut self, id: u64, durable: bool) {
+        let Some((seq, bytes, w)) = self.committing.remove(&id) else { return };
+        if durable {
+            w.count(&self.metrics);
+            self.job_done(seq, bytes);
+            return;
+        }
+        self.inflight.insert(id, (seq, bytes));
+        let (writer, metrics) = (Arc::clone(&self.writer), Arc::clone(&self.metrics));
+        self.running.spawn(async move {
+            writer.write(&w, false, &metrics).await;
+            w.count(&metrics);
+            (id, None)
+        });
     }
 
     fn job_done(&mut self, min_seq: u64, bytes: u64) {
@@ -521,21 +628,14 @@ impl Delivery {
                 let started = Instant::now();
                 let (rows, data) = (job.len() as u64, matches!(job.target, Target::Data { .. }));
                 let (key, bytes) = writer.encode(job, &metrics).await;
-                let n = bytes.len() as u64;
-                let mut backoff = Backoff::new();
-                while let Err(e) = writer.lake.put(&key, bytes.clone()).await {
-                    backoff.wait(&metrics, "writing to the lake", &e).await;
+                let w = Written { key, bytes, rows, data, started };
+                match writer.write(&w, true, &metrics).await {
+                    Some(staged) => (id, Some((staged, w))),
+                    None => {
+                        w.count(&metrics);
+                        (id, None)
+                    }
                 }
-                metrics.flush_latency(started.elapsed().as_secs_f64());
-                if data {
-                    metrics.files_written.fetch_add(1, Relaxed);
-                    metrics.bytes_written.fetch_add(n, Relaxed);
-                    metrics.rows_written.fetch_add(rows, Relaxed);
-                } else {
-                    metrics.error_files_written.fetch_add(1, Relaxed);
-                }
-                tracing::debug!(%key, rows, bytes = n, "file written");
-                id
             });
         }
     }

@@ -21,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// purge); every fault on such a part then has the kernel zero a whole 2 MiB page. Over the
 /// ingest benchmark that was 15,000–22,000 faults, 30–44 GiB zeroed for a process peaking at
 /// 2.1 GiB, 20% of `serve`'s CPU; with 4 KiB pages `serve` used 27 s of CPU instead of 35 s
-/// (README, "Benchmarks"). A failure (a kernel without the call) leaves them on.
+/// (README, "Performance"). A failure (a kernel without the call) leaves them on.
 #[cfg(all(feature = "mimalloc", target_os = "linux"))]
 fn no_huge_pages() {
     let _ = rustix::thread::disable_transparent_huge_pages(true);

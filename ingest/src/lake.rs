@@ -191,10 +191,7 @@ impl Lake {
     /// that lands on another filesystem than `device` (a mount inside the lake) is made durable
     /// and put in place at once, as [`Lake::put`] does: `Ok(None)`.
     pub(crate) async fn stage(&self, key: &Path, bytes: Bytes, device: u64) -> Result<Option<StagedFile>> {
-        let Some(root) = &self.local_root else {
-            self.store.put(key, PutPayload::from_bytes(bytes)).await?;
-            return Ok(None);
-        };
+        let Some(root) = &self.local_root else { return self.put(key, bytes).await.map(|()| None) };
         let file = root.join(key.as_ref());
         tokio::task::spawn_blocking(move || {
             let (f, staged, new_dirs) = write_staged(&file, &bytes)?;

@@ -451,7 +451,7 @@ struct Delivery {
     job_bytes: u64,
     /// The watermark the last relief of the log flushed up to.
     log_relief: Option<u64>,
-    /// Smallest sequence numbers of the pending and in-flight jobs (with counts), for the
+    /// Smallest sequence numbers of the pending, in-flight and committing jobs (with counts), for the
     /// watermark without a scan of thousands of jobs.
     job_seqs: BTreeMap<u64, usize>,
     running: JoinSet<JobEnd>,

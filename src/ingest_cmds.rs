@@ -199,6 +199,7 @@ async fn query_api(settings: &Settings, registry: Registry, athena: Option<&Athe
         registry,
         EngineConfig {
             memory_limit: settings.query_memory as usize,
+            total_memory_limit: settings.query_memory_total as usize,
             timeout: settings.query_timeout,
             ..EngineConfig::default()
         },
@@ -207,10 +208,15 @@ async fn query_api(settings: &Settings, registry: Registry, athena: Option<&Athe
     let mut executions = Executions::new(
         engine,
         ExecConfig {
-            dir: settings.results_dir.clone(),
             ttl: settings.export_ttl,
-            max_result_bytes: 64 << 30,
-            protect_formulas: true,
+            max_result_bytes: settings.max_result_bytes,
+            quota_per_owner: settings.results_quota,
+            quota_total: settings.results_total,
+            reserve: settings.results_reserve,
+            max_per_owner: settings.max_executions_per_caller,
+            max_running: settings.max_queries,
+            max_running_per_owner: settings.max_queries_per_caller,
+            ..ExecConfig::new(settings.results_dir.clone())
         },
     )?;
     if let Some(a) = athena {
@@ -231,7 +237,8 @@ async fn serve_query_only(settings: &Settings, registry: Registry, athena: Optio
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", settings.listen))?;
     eprintln!("sluice serve: listening on http://{}  lake: {} (query API only)", listener.local_addr()?, settings.lake);
     warn_if_open(settings);
-    sluice_ingest::serve::serve_http(listener, app, settings.header_timeout, shutdown_signal()).await;
+    sluice_ingest::serve::serve_http(listener, app, settings.header_timeout, settings.connections, shutdown_signal())
+        .await;
     Ok(())
 }
 

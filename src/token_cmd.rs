@@ -20,9 +20,10 @@ pub struct TokenArgs {
     /// How long the token is valid: 90s, 30m, 12h, 7d.
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     ttl: String,
-    /// Who the token is for (the `sub` claim; rate limits count per subject).
-    #[arg(long, default_value = "sluice-token", value_name = "NAME")]
-    sub: String,
+    /// Who the token is for (the `sub` claim; rate limits, running queries and kept results
+    /// count per subject and organizations) [default: a new `token-…` name for each token]
+    #[arg(long, value_name = "NAME")]
+    sub: Option<String>,
     /// The `aud` claim [default: the server's jwt_audience]
     #[arg(long, env = "SLUICE_JWT_AUDIENCE", value_name = "AUD")]
     aud: Option<String>,
@@ -79,7 +80,10 @@ pub fn run(args: TokenArgs) -> Result<ExitCode> {
     if ttl.is_zero() || ttl.as_secs() > MAX_TTL_DAYS * 86_400 {
         bail!("--ttl {} is out of range: from 1s to {MAX_TTL_DAYS}d", args.ttl);
     }
-    let mut claims = claims(&args.sub, &args.orgs, &args.roles, ttl)?;
+    // Each token its own subject unless one is given, so tokens minted for different callers
+    // never share a rate limit or a quota by accident.
+    let sub = args.sub.unwrap_or_else(|| format!("token-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let mut claims = claims(&sub, &args.orgs, &args.roles, ttl)?;
     claims.aud = args.aud.or(file.jwt_audience);
     claims.iss = args.iss.or(file.jwt_issuer);
     let t = token::mint(secret.as_bytes(), &claims).map_err(|e| anyhow::anyhow!("{}", e.0))?;

@@ -159,7 +159,9 @@ async fn gate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Respon
         Some(RateClass::Query) => Some(&gate.query),
         None => None,
     };
-    if let Some(Err(wait)) = limiter.map(|l| l.check(&principal.sub)) {
+    // A bucket per subject and organizations: two tenants' tokens never share one, whatever
+    // their subjects say.
+    if let Some(Err(wait)) = limiter.map(|l| l.check(&principal.owner_key())) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,

@@ -3,7 +3,10 @@
 //! connections open.
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     pin::Pin,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -73,21 +76,78 @@ pub fn with_body_deadline(req: Request, limit: Duration) -> Request {
     })
 }
 
+/// How many connections a server holds open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections in all; past it, new ones wait in the listen queue.
+    pub total: usize,
+    /// Open connections from one client address; past it, new ones are closed at once.
+    pub per_address: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self { total: 1024, per_address: 256 }
+    }
+}
+
+/// A client address's open connections, counted until dropped.
+struct AddressCount {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressCount {
+    fn enter(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
+        let mut map = counts.lock().expect("connection counts");
+        let n = map.entry(ip).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Self { counts: Arc::clone(counts), ip })
+    }
+}
+
+impl Drop for AddressCount {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().expect("connection counts");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
-/// (for at most `drain`). Request headers must arrive within `header_timeout`.
+/// (for at most `drain`). Request headers must arrive within `header_timeout`; at most
+/// `limits` connections are open at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     header_timeout: Duration,
     drain: Duration,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.total.max(1)));
+    let per_address = Arc::new(Mutex::new(HashMap::new()));
     loop {
-        let (stream, _) = tokio::select! {
+        // A place first: past the limit, clients wait in the listen queue.
+        let place = tokio::select! {
+            p = Arc::clone(&open).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
             conn = listener.accept() => match conn {
                 Ok(c) => c,
                 Err(e) => {
@@ -99,6 +159,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(counted) = AddressCount::enter(&per_address, peer.ip(), limits.per_address) else {
+            tracing::debug!(%peer, limit = limits.per_address, "too many connections from one address; closed");
+            continue;
+        };
         let service = TowerToHyperService::new(app.clone());
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
@@ -106,6 +170,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop((place, counted));
         });
     }
     drop(listener);

@@ -9,6 +9,7 @@
 pub mod gate;
 pub mod http;
 pub mod rate;
+pub mod slots;
 pub mod token;
 
 pub use gate::{Authn, Gate, GateConfig};

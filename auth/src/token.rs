@@ -257,6 +257,27 @@ fn is_url(s: &str) -> bool {
     s.starts_with("https://") || s.starts_with("http://")
 }
 
+/// Refuses a JWKS URL over plain `http://` to anything but this machine: whoever can change
+/// the answer on the way could sign tokens of their own.
+fn check_jwks_url(location: &str) -> Result<(), TokenError> {
+    let Some(rest) = location.strip_prefix("http://") else { return Ok(()) };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    Err(token_error(format!(
+        "the JWKS URL {location} is plain http://, so its keys could be replaced on the way; use https:// \
+         (http:// is accepted for a loopback address only)"
+    )))
+}
+
 async fn load_jwks(location: &str, client: &reqwest::Client) -> Result<JwkSet, TokenError> {
     let text = if is_url(location) {
         let r = client
@@ -292,6 +313,7 @@ impl Verifier {
                 if !matches!(algorithm, Algorithm::RS256 | Algorithm::ES256) {
                     return Err(token_error(format!("{algorithm:?} is not supported with a JWKS; use RS256 or ES256")));
                 }
+                check_jwks_url(location)?;
                 let client = http_client(Duration::from_secs(10))?;
                 let set = load_jwks(location, &client).await?;
                 if set.keys.is_empty() {
@@ -303,6 +325,9 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token whose `nbf` is still ahead is not valid yet (jsonwebtoken checks it only when
+        // asked).
+        validation.validate_nbf = true;
         validation.leeway = 30;
         match &config.audience {
             Some(a) => validation.set_audience(&[a]),
@@ -450,6 +475,41 @@ mod tests {
         let bad_org = mint(&secret, &claims(OrgClaim::One("../x".into()), "admin", now_secs() + 60)).expect("mint");
         assert!(v.verify(&bad_org).await.is_err());
         assert!(mint(b"short", &claims(OrgClaim::One("a".into()), "admin", 1)).is_err());
+    }
+
+    #[test]
+    fn a_jwks_over_plain_http_is_refused_except_on_loopback() {
+        for ok in [
+            "https://cognito-idp.eu-west-1.amazonaws.com/p/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://[::1]:9/k",
+            "http://localhost/k",
+            "/etc/sluice/jwks.json",
+        ] {
+            check_jwks_url(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["http://idp.example.com/jwks.json", "http://10.0.0.1:80/k", "http://127.0.0.1.evil.com/k"] {
+            assert!(check_jwks_url(bad).unwrap_err().0.contains("https://"), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_not_valid_yet_is_refused() {
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let config = JwtConfig { keys: KeySource::Secret(secret.clone()), audience: None, issuer: None };
+        let v = Verifier::new(&config).await.expect("verifier");
+        #[derive(Serialize)]
+        struct Early<'a> {
+            sub: &'a str,
+            org: &'a str,
+            roles: &'a str,
+            exp: u64,
+            nbf: u64,
+        }
+        let claims = Early { sub: "svc", org: "a", roles: "admin", exp: now_secs() + 7200, nbf: now_secs() + 3600 };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&secret))
+            .expect("encode");
+        assert!(v.verify(&t).await.unwrap_err().0.contains("not valid yet"));
     }
 
     #[test]

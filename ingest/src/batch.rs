@@ -228,7 +228,8 @@ impl Batcher {
                 Some(self.rows_job(partition, b))
             }
             Item::Error(e) => {
-                let size = e.raw_data.len() as u64 + e.error_message.len() as u64 + 128;
+                // The record's text, plus its struct and the allocator's share of its four strings.
+                let size = (e.raw_data.len() + e.error_message.len() + e.error_code.len()) as u64 + 256;
                 self.bytes += size;
                 let hour = e.arrival_timestamp.div_euclid(3_600_000);
                 let buf = self.errors.entry(hour).or_insert_with(|| Buf::new(seq));
@@ -293,6 +294,12 @@ impl Batcher {
         }
     }
 
+    /// Takes the buffers of the partitions that `keep` picks (no error buffer).
+    pub fn drain_where(&mut self, mut keep: impl FnMut(&Partition) -> bool) -> Vec<Job> {
+        let parts: Vec<Partition> = self.rows.keys().filter(|p| keep(p)).cloned().collect();
+        parts.iter().filter_map(|p| self.take_rows(p)).collect()
+    }
+
     /// Takes every buffer.
     pub fn drain(&mut self) -> Vec<Job> {
         let parts: Vec<Partition> = self.rows.keys().cloned().collect();
@@ -351,7 +358,7 @@ mod tests {
 
     #[test]
     fn oldest_buffer_first_across_partitions_and_errors() {
-        let mut b = Batcher::new(BufferHints { size_bytes: 250, interval: Duration::from_secs(60) });
+        let mut b = Batcher::new(BufferHints { size_bytes: 300, interval: Duration::from_secs(60) });
         assert!(b.add(10, row_item(3)).is_none());
         assert!(b.add(11, row_item(1)).is_none());
         assert!(b.add(12, error_item()).is_none());

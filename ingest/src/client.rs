@@ -102,7 +102,11 @@ impl Summary {
 #[derive(Debug, Deserialize)]
 struct Answer {
     accepted: u64,
+    /// The first rejected records.
     errors: Vec<AnswerError>,
+    /// Every rejected record by reason code (past the ones listed).
+    #[serde(default)]
+    error_counts: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,8 +209,15 @@ impl Publisher {
                         .map_err(|e| Error::Http(format!("{url}: unreadable answer: {e}")))?;
                     summary.sent += lines.len() as u64;
                     summary.accepted += answer.accepted;
+                    if answer.error_counts.is_empty() {
+                        for e in &answer.errors {
+                            *summary.rejected.entry(e.code.clone()).or_default() += 1;
+                        }
+                    }
+                    for (code, n) in answer.error_counts {
+                        *summary.rejected.entry(code).or_default() += n;
+                    }
                     for e in answer.errors {
-                        *summary.rejected.entry(e.code.clone()).or_default() += 1;
                         if summary.examples.len() < 20 {
                             let line = lines.get(e.index).copied().unwrap_or_default();
                             summary.examples.push(RejectedLine { line, code: e.code, message: e.message });

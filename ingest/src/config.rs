@@ -58,6 +58,26 @@ pub struct Partial {
     pub query_rate: Option<f64>,
     pub header_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
+    /// Open connections in all.
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address.
+    pub max_connections_per_address: Option<usize>,
+    /// Memory of all queries running at once, MiB.
+    pub query_memory_total_mib: Option<u64>,
+    /// Queries, searches, traces and exports running at once.
+    pub max_queries: Option<usize>,
+    /// Queries, searches, traces and exports of one caller running at once.
+    pub max_queries_per_caller: Option<usize>,
+    /// Query executions and exports one caller may keep (running or finished).
+    pub max_executions_per_caller: Option<usize>,
+    /// Largest query result or export, MiB.
+    pub max_result_mib: Option<u64>,
+    /// Disk for one caller's results and exports, MiB.
+    pub results_quota_mib: Option<u64>,
+    /// Disk for every caller's results and exports, MiB.
+    pub results_total_mib: Option<u64>,
+    /// Free disk space results never take, MiB (room for the write-ahead log).
+    pub results_reserve_mib: Option<u64>,
 }
 
 impl Partial {
@@ -96,6 +116,16 @@ impl Partial {
             query_rate: over.query_rate.or(self.query_rate),
             header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
             body_timeout_secs: over.body_timeout_secs.or(self.body_timeout_secs),
+            max_connections: over.max_connections.or(self.max_connections),
+            max_connections_per_address: over.max_connections_per_address.or(self.max_connections_per_address),
+            query_memory_total_mib: over.query_memory_total_mib.or(self.query_memory_total_mib),
+            max_queries: over.max_queries.or(self.max_queries),
+            max_queries_per_caller: over.max_queries_per_caller.or(self.max_queries_per_caller),
+            max_executions_per_caller: over.max_executions_per_caller.or(self.max_executions_per_caller),
+            max_result_mib: over.max_result_mib.or(self.max_result_mib),
+            results_quota_mib: over.results_quota_mib.or(self.results_quota_mib),
+            results_total_mib: over.results_total_mib.or(self.results_total_mib),
+            results_reserve_mib: over.results_reserve_mib.or(self.results_reserve_mib),
         }
     }
 }
@@ -139,6 +169,24 @@ pub struct Settings {
     pub gate: GateConfig,
     /// Time to receive a request's headers.
     pub header_timeout: Duration,
+    /// Open connections.
+    pub connections: sluice_auth::http::ConnectionLimits,
+    /// Memory of all queries running at once, bytes.
+    pub query_memory_total: u64,
+    /// Queries running at once, in all and per caller.
+    pub max_queries: usize,
+    /// Queries of one caller running at once.
+    pub max_queries_per_caller: usize,
+    /// Executions one caller may keep.
+    pub max_executions_per_caller: usize,
+    /// Largest result, bytes.
+    pub max_result_bytes: u64,
+    /// Disk for one caller's results, bytes.
+    pub results_quota: u64,
+    /// Disk for all results, bytes.
+    pub results_total: u64,
+    /// Free disk space results leave alone, bytes.
+    pub results_reserve: u64,
 }
 
 /// Defaults.
@@ -224,6 +272,55 @@ impl Partial {
             }
         }
         let header = range("header_timeout_secs", self.header_timeout_secs.unwrap_or(10), 1, 600, "seconds")?;
+        let conns = range("max_connections", self.max_connections.unwrap_or(1024), 1, 1 << 20, "open connections")?;
+        let per_address = range(
+            "max_connections_per_address",
+            self.max_connections_per_address.unwrap_or(256).min(conns),
+            1,
+            1 << 20,
+            "open connections from one address",
+        )?;
+        let qtotal = range(
+            "query_memory_total_mib",
+            self.query_memory_total_mib.unwrap_or(qmem.max(2048)),
+            qmem,
+            1 << 22,
+            "memory of all queries at once, at least query_memory_mib",
+        )?;
+        let max_queries = range("max_queries", self.max_queries.unwrap_or(16), 1, 4096, "queries at once")?;
+        let per_caller = range(
+            "max_queries_per_caller",
+            self.max_queries_per_caller.unwrap_or(4).min(max_queries),
+            1,
+            4096,
+            "one caller's queries at once",
+        )?;
+        let executions = range(
+            "max_executions_per_caller",
+            self.max_executions_per_caller.unwrap_or(100),
+            1,
+            100_000,
+            "executions a caller keeps",
+        )?;
+        let max_result =
+            range("max_result_mib", self.max_result_mib.unwrap_or(16 << 10), 1, 1 << 24, "largest result")?;
+        let quota = range(
+            "results_quota_mib",
+            self.results_quota_mib.unwrap_or(16 << 10),
+            1,
+            1 << 24,
+            "disk for one caller's results",
+        )?;
+        let results_total = range(
+            "results_total_mib",
+            self.results_total_mib.unwrap_or(64 << 10).max(quota),
+            1,
+            1 << 26,
+            "disk for all results",
+        )?;
+        // By default results leave room for a full write-ahead log and 1 GiB more, so that an
+        // export on the same disk never stops ingest.
+        let reserve = self.results_reserve_mib.unwrap_or(wal_max + 1024);
         let body_t = range("body_timeout_secs", self.body_timeout_secs.unwrap_or(60), 1, 3600, "seconds")?;
         Ok(Settings {
             auth,
@@ -233,6 +330,15 @@ impl Partial {
                 body_timeout: Duration::from_secs(body_t),
             },
             header_timeout: Duration::from_secs(header),
+            connections: sluice_auth::http::ConnectionLimits { total: conns, per_address },
+            query_memory_total: qtotal * MIB,
+            max_queries,
+            max_queries_per_caller: per_caller,
+            max_executions_per_caller: executions,
+            max_result_bytes: max_result * MIB,
+            results_quota: quota * MIB,
+            results_total: results_total * MIB,
+            results_reserve: reserve * MIB,
             lake,
             listen,
             wal_dir,

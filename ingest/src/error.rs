@@ -41,6 +41,27 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Another process owns what this one needs (a log folder, a lake).
+    #[error("{what} is in use by another sluice process ({holder}); {fix}")]
+    InUse {
+        /// What is taken.
+        what: String,
+        /// Who holds it, as the holder wrote it down.
+        holder: String,
+        /// What to do about it.
+        fix: String,
+    },
+    /// A request was taken in part: its first `taken` records are logged, the rest are not.
+    #[error(
+        "the server is overloaded ({reason}); the first {taken} records of this request were taken (they are \
+         durable), the rest were not: send the records after them again later"
+    )]
+    Partial {
+        /// Records taken.
+        taken: usize,
+        /// Why the rest were not.
+        reason: String,
+    },
     /// The pipeline is shutting down or a worker stopped.
     #[error("the delivery stream has stopped: {0}")]
     Stopped(String),

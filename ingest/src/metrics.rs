@@ -54,8 +54,13 @@ pub struct Metrics {
 impl Metrics {
     /// Counts a rejected record.
     pub fn rejected(&self, code: ReasonCode) {
+        self.rejected_n(code, 1);
+    }
+
+    /// Counts `n` records rejected with `code`.
+    pub fn rejected_n(&self, code: ReasonCode, n: u64) {
         if let Some(i) = CODES.iter().position(|c| *c == code) {
-            self.rejected[i].fetch_add(1, Relaxed);
+            self.rejected[i].fetch_add(n, Relaxed);
         }
     }
 

@@ -60,9 +60,9 @@ impl Server {
         }
         let app = gate(settings).await?.protect(app);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let header_timeout = settings.header_timeout;
+        let (header_timeout, connections) = (settings.header_timeout, settings.connections);
         let task = tokio::spawn(async move {
-            serve_http(listener, app, header_timeout, async {
+            serve_http(listener, app, header_timeout, connections, async {
                 stopped.await.ok();
             })
             .await;
@@ -103,9 +103,10 @@ pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     header_timeout: std::time::Duration,
+    connections: sluice_auth::http::ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    sluice_auth::http::serve(listener, app, header_timeout, DRAIN, shutdown).await;
+    sluice_auth::http::serve(listener, app, header_timeout, DRAIN, connections, shutdown).await;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -12,10 +12,11 @@ use axum::{
 };
 use serde::Serialize;
 use serde_json::json;
-use sluice_auth::Principal;
+use sluice_auth::{Principal, slots::Slots};
 
 use crate::{
     body::{self, BodyError},
+    error::Error,
     stream::{Overload, Pipeline},
 };
 
@@ -32,9 +33,14 @@ pub struct BodyLimits {
 struct AppState {
     pipeline: Pipeline,
     limits: BodyLimits,
-    /// Bounds the request bodies held in memory at once: each request takes a permit before
-    /// reading its body, so memory for bodies is at most permits × the decompressed limit.
+    /// Bodies being decoded and ingested at once: a request takes a permit once its body has
+    /// arrived, so the memory of decoded bodies is at most permits × the decompressed limit,
+    /// and a slow upload never holds one.
     bodies: tokio::sync::Semaphore,
+    /// Bodies being received: at most [`RECEIVING`] at once, and at most
+    /// [`RECEIVING_PER_CALLER`] of one caller (its token's subject and organizations), so that
+    /// one caller's slow uploads never keep another's from being read.
+    receiving: Slots,
 }
 
 /// An API error: a status, a stable code and a message that says what to do.
@@ -98,12 +104,18 @@ struct Rejected {
     message: String,
 }
 
-/// The answer of `POST /v1/logs`.
+/// The answer of `POST /v1/logs`: counts, the first rejected records one by one, and every
+/// rejected record counted by reason code (an answer stays small whatever the request held).
 #[derive(Debug, Serialize)]
 struct IngestAnswer {
     accepted: usize,
     rejected: usize,
+    /// The first [`crate::stream::LISTED_REJECTIONS`] rejected records.
     errors: Vec<Rejected>,
+    /// Rejected records not in `errors`.
+    errors_omitted: usize,
+    /// Rejected records by reason code.
+    error_counts: std::collections::BTreeMap<&'static str, usize>,
 }
 
 async fn ingest(
@@ -111,7 +123,6 @@ async fn ingest(
     Extension(principal): Extension<Principal>,
     req: Request,
 ) -> Result<Json<IngestAnswer>, ApiError> {
-    let _permit = app.bodies.acquire().await.map_err(|_| overloaded(Overload::LogFailed))?;
     let headers = req.headers().clone();
     let limit = app.limits.max_body;
     if let Some(len) =
@@ -120,6 +131,17 @@ async fn ingest(
     {
         return Err(BodyError::TooLarge { limit, decompressed: false }.into());
     }
+    let receiving = app.receiving.take(&principal.owner_key()).await.map_err(|_| ApiError {
+        retry_after: Some(1),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            format!(
+                "this token already has {RECEIVING_PER_CALLER} request bodies on their way; wait for them to \
+                 finish, then retry after the Retry-After seconds"
+            ),
+        )
+    })?;
     let raw = axum::body::to_bytes(req.into_body(), limit as usize).await.map_err(|e| {
         let e = e.into_inner();
         if sluice_auth::http::is_body_timeout(&*e) {
@@ -128,35 +150,48 @@ async fn ingest(
             ApiError::from(BodyError::TooLarge { limit, decompressed: false })
         }
     })?;
+    drop(receiving);
     // Checked after reading the (bounded) body, so that the client, still sending, gets the answer.
     if let Some(o) = app.pipeline.overload() {
         app.pipeline.metrics().overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(overloaded(o));
     }
+    let _permit = app.bodies.acquire().await.map_err(|_| overloaded(Overload::LogFailed))?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let max_dec = app.limits.max_decompressed;
-    let decoded = tokio::task::spawn_blocking({
+    let ndjson =
+        content_type(&headers).is_some_and(|t| t.contains("ndjson") || t.contains("jsonl") || t.contains("json-seq"));
+    let (decoded, shape) = tokio::task::spawn_blocking({
         let encoding = encoding.map(str::to_owned);
-        move || body::decode(raw, encoding.as_deref(), max_dec)
+        move || {
+            let decoded = body::decode(raw, encoding.as_deref(), max_dec)?;
+            let shape = body::shape(&decoded, ndjson)?;
+            Ok::<_, BodyError>((decoded, shape))
+        }
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     app.pipeline.metrics().bytes_in.fetch_add(decoded.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let ndjson =
-        content_type(&headers).is_some_and(|t| t.contains("ndjson") || t.contains("jsonl") || t.contains("json-seq"));
-    let ranges = body::split(&decoded, ndjson)?;
-    let result = app.pipeline.ingest(decoded, ranges, principal.orgs).await.map_err(|e| {
-        tracing::error!(error = %e, "ingest failed");
-        match app.pipeline.overload() {
-            Some(o) => overloaded(o),
-            None => overloaded(Overload::LogFailed),
+    let result = app.pipeline.ingest(decoded, shape, principal.orgs).await.map_err(|e| {
+        tracing::warn!(error = %e, "ingest failed");
+        match e {
+            Error::Partial { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            },
+            _ => match app.pipeline.overload() {
+                Some(o) => overloaded(o),
+                None => overloaded(Overload::LogFailed),
+            },
         }
     })?;
     Ok(Json(IngestAnswer {
         accepted: result.accepted,
-        rejected: result.rejected.len(),
+        rejected: result.rejected,
+        errors_omitted: result.rejected - result.listed.len(),
+        error_counts: result.by_code.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
         errors: result
-            .rejected
+            .listed
             .into_iter()
             .map(|(index, r)| Rejected { index, code: r.code.as_str(), message: r.message })
             .collect(),
@@ -167,8 +202,14 @@ fn content_type(h: &HeaderMap) -> Option<String> {
     h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase)
 }
 
-async fn flush(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    app.pipeline.flush().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", e.to_string()))?;
+async fn flush(
+    State(app): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    app.pipeline
+        .flush_orgs(principal.orgs)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", e.to_string()))?;
     Ok(Json(json!({"flushed": true})))
 }
 
@@ -190,10 +231,19 @@ pub async fn not_found() -> ApiError {
 
 /// Request bodies processed at once (more wait for a turn).
 pub const CONCURRENT_BODIES: usize = 8;
+/// Request bodies received at once (more wait for a turn).
+pub const RECEIVING: usize = 64;
+/// Request bodies one caller may have on their way at once (more are refused with 429).
+pub const RECEIVING_PER_CALLER: usize = 8;
 
 /// The ingest routes.
 pub fn router(pipeline: Pipeline, limits: BodyLimits) -> Router {
-    let state = Arc::new(AppState { pipeline, limits, bodies: tokio::sync::Semaphore::new(CONCURRENT_BODIES) });
+    let state = Arc::new(AppState {
+        pipeline,
+        limits,
+        bodies: tokio::sync::Semaphore::new(CONCURRENT_BODIES),
+        receiving: Slots::new(RECEIVING, RECEIVING_PER_CALLER),
+    });
     Router::new()
         .route("/v1/logs", post(ingest))
         .route("/v1/flush", post(flush))

@@ -41,6 +41,9 @@ pub struct QueryApi {
 #[derive(Debug)]
 pub struct ApiError(StatusCode, &'static str, String);
 
+/// Seconds a caller refused for running too many queries is told to wait.
+const BUSY_RETRY_AFTER: u64 = 1;
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.2)
@@ -49,7 +52,11 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
+        let mut r = (self.0, Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response();
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER));
+        }
+        r
     }
 }
 
@@ -58,12 +65,10 @@ impl From<Error> for ApiError {
         let info = crate::exec::ErrorInfo::from(&e);
         let status = match &e {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             e if e.is_user_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if !e.is_user_error() {
-            tracing::error!(error = %e, "query API failure");
-        }
         Self(status, info.code, info.message)
     }
 }
@@ -273,6 +278,7 @@ async fn search(
         None => None,
     };
     let sql = search_sql(&p, after.as_ref().map(|(t, r)| (t.as_str(), r.as_str())), page_size + 1)?;
+    let _running = api.executions.admit(&caller.owner_key())?;
     let batches = api.executions.engine().scoped(caller.orgs).query(&sql, None).await?;
     let mut rows: Vec<Value> = batches.iter().flat_map(batch_objects).collect();
     let next = if rows.len() > page_size {
@@ -290,6 +296,7 @@ async fn trace(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let lit = sql_string(&id)?;
+    let _running = api.executions.admit(&caller.owner_key())?;
     let engine = api.executions.engine().scoped(caller.orgs);
     let records = engine
         .query(
@@ -333,14 +340,17 @@ struct Notify {
     webhook_url: Option<String>,
 }
 
-/// Whether a webhook may call `ip`: public unicast addresses only (no loopback, private,
-/// link-local — the cloud metadata endpoint —, shared, unspecified, multicast or documentation
-/// ranges).
+/// Whether a webhook may call `ip`: globally reachable unicast addresses only. Refused: every
+/// range of IANA's special-purpose registries that is not globally reachable (loopback,
+/// private, shared, link-local — the cloud metadata endpoint —, benchmarking, documentation,
+/// reserved, multicast, broadcast, unspecified), and the IPv6 forms that carry an IPv4 address
+/// or reach one through a translator (IPv4-mapped and -compatible, NAT64 `64:ff9b::/96` and
+/// `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`), which could lead to any of those.
 fn is_public(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -349,19 +359,29 @@ fn is_public(ip: std::net::IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 192 && b == 88 && c == 99)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80)
-            }
-        },
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embeds_v4 = v6.to_ipv4().is_some()
+                || (s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0, 0, 0, 0] || s[2] == 1))
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0);
+            !(embeds_v4
+                || v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])
+                || (s[0] == 0x2001 && s[1] < 0x0200))
+        }
     }
 }
 
@@ -429,7 +449,11 @@ async fn start_export(
         Box::new(move |s: Status| {
             let body = export_json(&s);
             tokio::spawn(async move {
-                let mut client = reqwest::Client::builder().timeout(Duration::from_secs(10));
+                // A redirect is never followed: its target was not checked, and a public host
+                // answering `302 → http://169.254.169.254/` would reach the metadata endpoint.
+                let mut client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .redirect(reqwest::redirect::Policy::none());
                 // The address checked when the export started is the one called: a name that
                 // resolves elsewhere by now (DNS rebinding) does not reach another host.
                 if let Some((host, addr)) = &pinned {
@@ -553,6 +577,20 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.8",
+            "192.88.99.1",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }

@@ -2,9 +2,10 @@
 //!
 //! * Queries only: DDL, DML (`INSERT`, `COPY`), statements (`SET`, transactions) are refused
 //!   before planning; URL tables are off; the SQL text has a size limit.
-//! * Each query runs in its own session with its own memory pool (a clean
-//!   `ResourcesExhausted` error past the limit), under a timeout, and can be cancelled by dropping
-//!   its stream.
+//! * Each query runs in its own session with its own memory pool inside one pool all queries
+//!   share (a clean `ResourcesExhausted` error past either limit), with scalar functions whose
+//!   output is bounded ([`crate::limits`]), under a timeout, and can be cancelled by dropping its
+//!   stream.
 //! * Parquet footers are cached across queries (16 MiB). File statistics are not collected, and
 //!   listings are not cached:
 //!   DataFusion's listing cache lists the whole table on every miss (and keeps nothing past 1 MiB
@@ -19,10 +20,12 @@ use std::{
 use datafusion::{
     arrow::record_batch::RecordBatch,
     execution::{
-        SendableRecordBatchStream, TaskContext,
+        SendableRecordBatchStream, SessionStateBuilder, TaskContext,
         cache::cache_manager::{CacheManager, CacheManagerConfig},
+        memory_pool::GreedyMemoryPool,
         runtime_env::RuntimeEnvBuilder,
     },
+    logical_expr::ScalarUDF,
     physical_plan::ExecutionPlan,
     prelude::{SQLOptions, SessionConfig, SessionContext},
 };
@@ -36,6 +39,7 @@ use url::Url;
 use crate::{
     catalog::{LakeTable, events_view_sql, logtype_view_sql},
     error::{Error, Result},
+    limits::{QueryPool, bounded_functions},
 };
 
 /// Limits and settings of the engine.
@@ -45,6 +49,8 @@ pub struct EngineConfig {
     pub max_sql_bytes: usize,
     /// Memory per query, in bytes.
     pub memory_limit: usize,
+    /// Memory of every query of the engine together, in bytes.
+    pub total_memory_limit: usize,
     /// Time per query.
     pub timeout: Duration,
     /// Threads per query.
@@ -56,6 +62,7 @@ impl Default for EngineConfig {
         Self {
             max_sql_bytes: 64 * 1024,
             memory_limit: 512 << 20,
+            total_memory_limit: 2 << 30,
             timeout: Duration::from_secs(300),
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
@@ -82,6 +89,10 @@ pub struct Engine {
     config: EngineConfig,
     caches: Arc<CacheManager>,
     scope: Orgs,
+    /// The memory every query of this engine shares.
+    memory: Arc<GreedyMemoryPool>,
+    /// The scalar functions, bounded ([`crate::limits::bounded_functions`]).
+    functions: Arc<Vec<ScalarUDF>>,
 }
 
 /// Opens an object store for a lake URL (a folder, `file://…`, or `s3://bucket/prefix`) and
@@ -211,7 +222,10 @@ impl Engine {
         )?;
         let logs_url =
             url.join("logs/").map_err(|e| Error::Lake { url: url.to_string(), reason: e.to_string() })?.to_string();
-        Ok(Self { url, logs_url, store, registry, config, caches, scope: Orgs::All })
+        let memory = Arc::new(GreedyMemoryPool::new(config.total_memory_limit.max(config.memory_limit)));
+        let defaults = SessionStateBuilder::new().with_default_features().build();
+        let functions = Arc::new(bounded_functions(defaults.scalar_functions().values()));
+        Ok(Self { url, logs_url, store, registry, config, caches, scope: Orgs::All, memory, functions })
     }
 
     /// The same engine seeing only the organizations of `scope`: every table of its sessions
@@ -243,7 +257,7 @@ impl Engine {
             .with_file_statistics_cache(self.caches.get_file_statistic_cache())
             .with_file_metadata_cache(Some(self.caches.get_file_metadata_cache()));
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.config.memory_limit, 1.0)
+            .with_memory_pool(Arc::new(QueryPool::new(self.config.memory_limit, Arc::clone(&self.memory))))
             .with_cache_manager(caches)
             .build_arc()?;
         let config = SessionConfig::new()
@@ -260,6 +274,9 @@ impl Engine {
         config.options_mut().execution.collect_statistics = false;
         config.options_mut().sql_parser.recursion_limit = datafusion::config::ConfigNonZeroUsize::try_new(200)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for f in self.functions.iter() {
+            ctx.register_udf(f.clone());
+        }
         let store: Arc<dyn ObjectStore> = Arc::new(self.store.counting_reads(read));
         ctx.register_object_store(&self.url, Arc::clone(&store));
         let logs = LakeTable::new(&self.logs_url, &self.registry, store, self.scope.clone())?;

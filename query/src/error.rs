@@ -18,6 +18,9 @@ pub enum Error {
     /// The query was cancelled.
     #[error("the query was cancelled")]
     Cancelled,
+    /// Too many queries run for this caller, or on the server (an HTTP 429).
+    #[error("{0}")]
+    Busy(String),
     /// The lake could not be opened.
     #[error("lake {url:?}: {reason}")]
     Lake {
@@ -34,15 +37,33 @@ pub enum Error {
 impl Error {
     /// Whether the error is the user's to fix (an HTTP 4xx).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Self::Rejected(_) | Self::Sql(_) | Self::Limit(_) | Self::Cancelled | Self::Forbidden(_))
+        matches!(
+            self,
+            Self::Rejected(_) | Self::Sql(_) | Self::Limit(_) | Self::Cancelled | Self::Forbidden(_) | Self::Busy(_)
+        )
     }
 }
 
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        use datafusion::error::DataFusionError as D;
+        use datafusion::{arrow::error::ArrowError, error::DataFusionError as D};
         match e.find_root() {
             D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => Self::Sql(e.strip_backtrace()),
+            // What the data made of the query: `1/0`, a cast or a parse that fails on a value, an
+            // overflow. The user's to fix, not the server's failure.
+            D::ArrowError(a, _)
+                if matches!(
+                    a.as_ref(),
+                    ArrowError::DivideByZero
+                        | ArrowError::ArithmeticOverflow(_)
+                        | ArrowError::CastError(_)
+                        | ArrowError::ParseError(_)
+                        | ArrowError::InvalidArgumentError(_)
+                        | ArrowError::ComputeError(_)
+                ) =>
+            {
+                Self::Sql(e.strip_backtrace())
+            }
             D::ResourcesExhausted(_) => Self::Limit(format!(
                 "the query needs more memory than its limit: {}; filter on partitions or time, or aggregate",
                 e.strip_backtrace()

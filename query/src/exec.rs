@@ -3,6 +3,14 @@
 //! An execution runs in the background; its rows go to a file as they are produced (NDJSON for
 //! query results, CSV for exports), so a result of any size needs no more memory than one batch.
 //! A result is kept until its expiry (default 24 h, like a signed download link) and then deleted.
+//!
+//! What executions may take from the server is bounded: a few run at once per caller and more in
+//! all ([`sluice_auth::slots::Slots`]); a caller keeps at most so many (the oldest finished one
+//! goes first); result files have a size limit, a disk quota per caller and in all, and leave a
+//! reserve of free space on their disk (by default room for a full write-ahead log), so that
+//! results never stop ingest. A result that fails or is cancelled is deleted at once, and result
+//! files of a server that stopped are deleted when the next one starts (executions live in its
+//! memory only).
 
 use std::{
     collections::HashMap,
@@ -21,7 +29,10 @@ use datafusion::{
 };
 use futures::StreamExt;
 use serde::Serialize;
-use sluice_auth::Orgs;
+use sluice_auth::{
+    Orgs,
+    slots::{Full, Slot, Slots},
+};
 use tokio::sync::watch;
 
 use crate::{
@@ -123,8 +134,16 @@ impl From<&Error> for ErrorInfo {
             Error::Sql(_) => "invalid_sql",
             Error::Limit(_) => "limit_exceeded",
             Error::Cancelled => "cancelled",
+            Error::Busy(_) => "too_many_queries",
             Error::Lake { .. } | Error::Engine(_) => "internal",
         };
+        if !e.is_user_error() {
+            // The details (paths of the server, say) go to the server's log, not to the caller.
+            let id = &new_id()[..12];
+            tracing::error!(error = %e, error_id = id, "query failed inside the server");
+            let message = format!("the query failed inside the server (error {id}); the server's log has the details");
+            return Self { code, message };
+        }
         Self { code, message: e.to_string() }
     }
 }
@@ -134,6 +153,16 @@ struct Entry {
     path: PathBuf,
     task: Mutex<Option<tokio::task::AbortHandle>>,
     started: Instant,
+    owner: String,
+    /// Bytes of the result file counted against the quotas.
+    charged: std::sync::atomic::AtomicU64,
+}
+
+/// Disk taken by result files, per owner and in all.
+#[derive(Debug, Default)]
+struct Usage {
+    per_owner: HashMap<String, u64>,
+    total: u64,
 }
 
 /// Limits of executions.
@@ -147,6 +176,36 @@ pub struct ExecConfig {
     pub max_result_bytes: u64,
     /// Prefix CSV cells that could start a formula.
     pub protect_formulas: bool,
+    /// Disk one owner's result files may take, bytes.
+    pub quota_per_owner: u64,
+    /// Disk all result files may take, bytes.
+    pub quota_total: u64,
+    /// Free space on the results' disk that results leave alone, bytes.
+    pub reserve: u64,
+    /// Executions one owner keeps (running or finished).
+    pub max_per_owner: usize,
+    /// Executions, searches and traces running at once.
+    pub max_running: usize,
+    /// Executions, searches and traces of one owner running at once.
+    pub max_running_per_owner: usize,
+}
+
+impl ExecConfig {
+    /// The default limits, with result files in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            ttl: Duration::from_secs(86_400),
+            max_result_bytes: 16 << 30,
+            protect_formulas: true,
+            quota_per_owner: 16 << 30,
+            quota_total: 64 << 30,
+            reserve: 2 << 30,
+            max_per_owner: 100,
+            max_running: 16,
+            max_running_per_owner: 4,
+        }
+    }
 }
 
 /// All executions of a server.
@@ -156,6 +215,8 @@ pub struct Executions {
     athena: Option<Athena>,
     config: ExecConfig,
     map: Arc<Mutex<HashMap<String, Arc<Entry>>>>,
+    running: Arc<Slots>,
+    usage: Arc<Mutex<Usage>>,
 }
 
 impl std::fmt::Debug for Executions {
@@ -188,7 +249,12 @@ impl Executions {
     /// Executions over `engine`, with result files in `config.dir`.
     pub fn new(engine: Engine, config: ExecConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.dir).map_err(|e| Error::Engine(format!("{}: {e}", config.dir.display())))?;
-        let me = Self { engine, athena: None, config, map: Arc::default() };
+        let swept = sweep(&config.dir);
+        if swept > 0 {
+            tracing::info!(files = swept, dir = %config.dir.display(), "deleted the result files of an earlier server");
+        }
+        let running = Arc::new(Slots::new(config.max_running, config.max_running_per_owner));
+        let me = Self { engine, athena: None, config, map: Arc::default(), running, usage: Arc::default() };
         let janitor = me.clone();
         tokio::spawn(async move {
             loop {
@@ -214,14 +280,96 @@ impl Executions {
     /// Deletes results past their expiry.
     pub fn expire(&self) {
         let now = Utc::now();
-        let mut map = self.map.lock().expect("lock");
-        map.retain(|_, e| {
-            let expired = e.status.borrow().expires_at.is_some_and(|t| t <= now);
-            if expired {
-                std::fs::remove_file(&e.path).ok();
+        let expired: Vec<Arc<Entry>> = {
+            let mut map = self.map.lock().expect("lock");
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, e)| e.status.borrow().expires_at.is_some_and(|t| t <= now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for e in expired {
+            self.delete_result(&e);
+        }
+    }
+
+    /// Deletes an execution's result file and gives its disk back to its owner.
+    fn delete_result(&self, e: &Entry) {
+        std::fs::remove_file(&e.path).ok();
+        let bytes = e.charged.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let mut usage = self.usage.lock().expect("usage lock");
+        usage.total -= bytes.min(usage.total);
+        if let Some(n) = usage.per_owner.get_mut(&e.owner) {
+            *n -= bytes.min(*n);
+            if *n == 0 {
+                usage.per_owner.remove(&e.owner);
             }
-            !expired
-        });
+        }
+    }
+
+    /// Counts `bytes` more of `e`'s result against the quotas and the disk's reserve; refuses
+    /// (and counts nothing) past any of them.
+    fn charge(&self, e: &Entry, bytes: u64) -> Result<()> {
+        let c = &self.config;
+        let mut usage = self.usage.lock().expect("usage lock");
+        let owner = usage.per_owner.get(&e.owner).copied().unwrap_or(0);
+        let over = if owner + bytes > c.quota_per_owner {
+            Some(format!("this token's results take {} MiB of disk, its quota", c.quota_per_owner >> 20))
+        } else if usage.total + bytes > c.quota_total {
+            Some(format!("the results of all callers take {} MiB of disk, the server's limit", c.quota_total >> 20))
+        } else if sluice_ingest::wal::free_bytes(&c.dir).is_some_and(|free| free < c.reserve + bytes) {
+            Some(format!(
+                "the disk of the results has less than {} MiB free, which results leave to ingest",
+                c.reserve >> 20
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = over {
+            return Err(Error::Limit(format!(
+                "{why}; delete finished results you no longer need (they expire after {} s), aggregate, filter or add a LIMIT",
+                c.ttl.as_secs()
+            )));
+        }
+        usage.total += bytes;
+        *usage.per_owner.entry(e.owner.clone()).or_default() += bytes;
+        e.charged.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A place for `owner`'s query, search or trace among those running, held until dropped.
+    pub fn admit(&self, owner: &str) -> Result<Slot> {
+        self.running.try_take(owner).map_err(|full| {
+            Error::Busy(match full {
+                Full::Caller(n) => format!(
+                    "this token already runs {n} queries, searches or exports; wait for one to finish (or cancel \
+                     one) and retry"
+                ),
+                Full::All(n) => format!("the server already runs {n} queries, searches or exports; retry shortly"),
+            })
+        })
+    }
+
+    /// Makes room for one more execution of `owner`: past [`ExecConfig::max_per_owner`], its
+    /// oldest finished execution is forgotten and its result deleted.
+    fn make_room(&self, owner: &str) {
+        let oldest = {
+            let mut map = self.map.lock().expect("lock");
+            let mine: Vec<(&String, &Arc<Entry>)> = map.iter().filter(|(_, e)| e.owner == owner).collect();
+            if mine.len() < self.config.max_per_owner {
+                return;
+            }
+            let oldest = mine
+                .iter()
+                .filter(|(_, e)| e.status.borrow().state != State::Running)
+                .min_by_key(|(_, e)| e.started)
+                .map(|(id, _)| (*id).clone());
+            oldest.and_then(|id| map.remove(&id))
+        };
+        if let Some(e) = oldest {
+            self.delete_result(&e);
+        }
     }
 
     /// Whether CSV exports neutralise formula cells unless a request says otherwise.
@@ -241,6 +389,7 @@ impl Executions {
         protect_formulas: Option<bool>,
         on_done: Option<Box<dyn FnOnce(Status) + Send>>,
     ) -> Result<Status> {
+        let slot = self.admit(owner)?;
         let work = match &self.athena {
             Some(_) if *scope != Orgs::All => {
                 return Err(Error::Forbidden(
@@ -280,17 +429,28 @@ impl Executions {
             owner: owner.to_owned(),
         };
         let (tx, _) = watch::channel(status.clone());
-        let entry = Arc::new(Entry { status: tx, path: path.clone(), task: Mutex::new(None), started: Instant::now() });
+        let entry = Arc::new(Entry {
+            status: tx,
+            path: path.clone(),
+            task: Mutex::new(None),
+            started: Instant::now(),
+            owner: owner.to_owned(),
+            charged: std::sync::atomic::AtomicU64::new(0),
+        });
+        self.make_room(owner);
         self.map.lock().expect("lock").insert(id, Arc::clone(&entry));
         let timeout = self.engine.config().timeout;
         let mut config = self.config.clone();
         config.protect_formulas = protect_formulas.unwrap_or(config.protect_formulas);
         let e2 = Arc::clone(&entry);
+        let me = self.clone();
         let handle = tokio::spawn(async move {
+            let _running = slot;
+            let meter = Meter { executions: &me, entry: &e2 };
             let job = async {
                 match work {
-                    Work::Plan(plan, task) => run(plan, task, output, &path, &config, &e2).await,
-                    Work::Athena(athena, query) => run_athena(&athena, &query, output, &path, &config, &e2).await,
+                    Work::Plan(plan, task) => run(plan, task, output, &path, &config, &meter).await,
+                    Work::Athena(athena, query) => run_athena(&athena, &query, output, &path, &config, &meter).await,
                 }
             };
             let result = tokio::time::timeout(timeout, job).await.unwrap_or_else(|_| {
@@ -299,6 +459,10 @@ impl Executions {
                     timeout.as_secs()
                 )))
             });
+            if result.is_err() {
+                // A failed result is never downloaded: its disk goes back now, not at expiry.
+                me.delete_result(&e2);
+            }
             let ttl = chrono::Duration::from_std(config.ttl).unwrap_or(chrono::Duration::hours(24));
             e2.status.send_modify(|s| {
                 s.elapsed_ms = e2.started.elapsed().as_millis() as u64;
@@ -346,6 +510,7 @@ impl Executions {
             if let Some(t) = e.task.lock().expect("lock").take() {
                 t.abort();
             }
+            self.delete_result(&e);
             let ttl = chrono::Duration::from_std(self.config.ttl).unwrap_or(chrono::Duration::hours(24));
             e.status.send_modify(|s| {
                 s.state = State::Cancelled;
@@ -400,14 +565,34 @@ fn read_page(path: &Path, offset: u64, page_size: usize) -> Result<(Vec<serde_js
     Ok((rows, (pos < len).then_some(pos)))
 }
 
+/// Counts an execution's result bytes against its limits as they are written.
+struct Meter<'a> {
+    executions: &'a Executions,
+    entry: &'a Entry,
+}
+
+impl Meter<'_> {
+    /// The result file now holds `bytes`: refused past the largest result, the quotas or the
+    /// disk's reserve.
+    fn account(&self, bytes: u64) -> Result<()> {
+        let max = self.executions.config.max_result_bytes;
+        if bytes > max {
+            return Err(Error::Limit(format!("the result is over {max} bytes; aggregate, filter or add a LIMIT")));
+        }
+        let charged = self.entry.charged.load(std::sync::atomic::Ordering::Relaxed);
+        if bytes > charged { self.executions.charge(self.entry, bytes - charged) } else { Ok(()) }
+    }
+}
+
 async fn run(
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
     output: Output,
     path: &Path,
     config: &ExecConfig,
-    entry: &Entry,
+    meter: &Meter<'_>,
 ) -> Result<()> {
+    let entry = meter.entry;
     let scanned = Scanned::new(&plan, &task);
     let columns: Vec<ColumnInfo> = plan
         .schema()
@@ -435,7 +620,7 @@ async fn run(
         if let Some(w) = json.as_mut() {
             write_json_rows(w, &batch, &mut rows, &mut bytes)?;
         }
-        check_result_size(bytes, config)?;
+        meter.account(bytes)?;
         // A status update wakes every watcher of the execution: a few a second are enough.
         if last_report.elapsed() < REPORT_EVERY {
             continue;
@@ -475,16 +660,6 @@ fn write_json_rows(w: &mut impl Write, batch: &RecordBatch, rows: &mut u64, byte
     Ok(())
 }
 
-fn check_result_size(bytes: u64, config: &ExecConfig) -> Result<()> {
-    if bytes > config.max_result_bytes {
-        return Err(Error::Limit(format!(
-            "the result is over {} bytes; aggregate, filter or add a LIMIT",
-            config.max_result_bytes
-        )));
-    }
-    Ok(())
-}
-
 /// What an execution runs.
 enum Work {
     Plan(Arc<dyn ExecutionPlan>, Arc<TaskContext>),
@@ -500,8 +675,9 @@ async fn run_athena(
     output: Output,
     path: &Path,
     config: &ExecConfig,
-    entry: &Entry,
+    meter: &Meter<'_>,
 ) -> Result<()> {
+    let entry = meter.entry;
     let _stop = athena.stop_on_drop(query);
     let finished = athena
         .wait(query, |scanned| {
@@ -529,6 +705,7 @@ async fn run_athena(
         while let Some(batch) = stream.next().await {
             w.write(&batch?).map_err(|e| Error::Engine(e.to_string()))?;
             (rows, bytes) = (w.rows, w.bytes);
+            meter.account(bytes)?;
             entry.status.send_modify(|s| (s.rows, s.bytes) = (rows, bytes));
         }
         if w.rows == 0 {
@@ -548,7 +725,7 @@ async fn run_athena(
     let mut w = BufWriter::new(file);
     while let Some(batch) = stream.next().await {
         write_json_rows(&mut w, &batch?, &mut rows, &mut bytes)?;
-        check_result_size(bytes, config)?;
+        meter.account(bytes)?;
         entry.status.send_modify(|s| (s.rows, s.bytes) = (rows, bytes));
     }
     w.flush().map_err(|e| Error::Engine(e.to_string()))?;
@@ -557,6 +734,22 @@ async fn run_athena(
         s.progress = 1.0;
     });
     Ok(())
+}
+
+/// Deletes the result files in `dir` (names this module gives: 32 hex digits, `.csv` or
+/// `.ndjson`), which a server leaves behind when it stops; returns how many.
+fn sweep(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Some((stem, ext)) = name.split_once('.') else { return false };
+            stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit()) && matches!(ext, "csv" | "ndjson")
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// How often a running execution's status (rows, bytes, progress) is brought up to date.

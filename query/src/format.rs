@@ -17,9 +17,16 @@ use datafusion::arrow::{
 };
 use serde_json::{Map, Value};
 
-/// Whether a cell could start a spreadsheet formula.
+/// Whether a cell could start a spreadsheet formula: its first character that is not blank
+/// (spreadsheets skip spaces, tabs and line breaks before a formula) is `=`, `+`, `-`, `@` or
+/// one of their fullwidth forms (`＝`, `＋`, `－`, `＠`, which some spreadsheets read as the
+/// same), or it starts with a tab or a carriage return (OWASP's list).
 fn risky(s: &str) -> bool {
-    s.starts_with(['=', '+', '-', '@', '\t', '\r'])
+    if s.starts_with(['\t', '\r']) {
+        return true;
+    }
+    s.trim_start_matches(|c: char| c.is_whitespace() || c.is_control())
+        .starts_with(['=', '+', '-', '@', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}'])
 }
 
 fn time_text(v: i64, unit: TimeUnit, utc: bool) -> String {
@@ -316,5 +323,22 @@ mod tests {
         let mut w = CsvWriter::csv(Vec::new(), false);
         w.write(&b).unwrap();
         assert!(String::from_utf8(w.finish().unwrap()).unwrap().contains("\r\n=SUM(A1),3\r\n"));
+    }
+
+    /// Cells that spreadsheets still run as formulas after blanks, or in fullwidth characters
+    /// (the ones issue 31 found passing), are protected; ordinary text is not.
+    #[test]
+    fn formulas_behind_blanks_and_in_fullwidth_are_protected() {
+        for cell in
+            [" =1+1", "\n=1+1", "\u{a0}@SUM(A1)", "\u{ff1d}1+1", "\u{ff0b}1", "\u{ff0d}1", "\u{ff20}x", "\r\n-2"]
+        {
+            assert!(risky(cell), "{cell:?}");
+        }
+        for cell in ["plain", "a=b", "1-2", " x", ""] {
+            assert!(!risky(cell), "{cell:?}");
+        }
+        let mut w = CsvWriter::csv(Vec::new(), true);
+        w.field(" =1+1", true).unwrap();
+        assert_eq!(String::from_utf8(w.out).unwrap(), "\"' =1+1\"");
     }
 }

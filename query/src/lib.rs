@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod format;
+pub mod limits;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::{Error, Result};

@@ -716,13 +716,13 @@ impl Contract {
                 "success" => &mut success,
                 "detail" => &mut detail,
                 _ => {
-                    rest.retain(|(rk, _)| *rk != k);
                     rest.push((k, v));
                     continue;
                 }
             };
             *slot = Some(v);
         }
+        last_of_each(&mut rest);
 
         // Partition values.
         let org_raw = required("organizationID", org)?;
@@ -887,6 +887,23 @@ impl Contract {
     }
 }
 
+/// Keeps the last of the fields of each name, where it stands (a JSON object's duplicate key
+/// means its last value, as serde_json reads it), in one pass: a record of 100,000 unknown
+/// fields once took 9.6 s when each field searched the ones before it.
+fn last_of_each(fields: &mut Vec<(Cow<'_, str>, Raw<'_>)>) {
+    if fields.len() < 2 {
+        return;
+    }
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(fields.len());
+    // Walking back, the first of a name is its last: keep those.
+    let keep: Vec<bool> = fields.iter().rev().map(|(k, _)| seen.insert(k.as_ref())).collect();
+    if keep.iter().all(|k| *k) {
+        return;
+    }
+    let mut keep = keep.into_iter().rev();
+    fields.retain(|_| keep.next().unwrap_or(true));
+}
+
 /// A row's typed extras and its `attributes` text.
 type ExtrasAndAttributes<'a> = (Extras<Cow<'a, str>>, Option<Cow<'a, str>>);
 
@@ -996,12 +1013,10 @@ fn parse_events<'a>(items: Vec<json::Shape<'a>>, record: &[u8]) -> Result<Vec<Ev
                 "time" => e.time = opt(Some(v)).map(|t| time_field(name("time"), t)).transpose()?,
                 "transactionId" => e.transaction_id = opt_string(name("transactionId"), Some(v))?,
                 "type" => e.r#type = opt_string(name("type"), Some(v))?,
-                _ => {
-                    rest.retain(|(rk, _)| *rk != k);
-                    rest.push((k, v));
-                }
+                _ => rest.push((k, v)),
             }
         }
+        last_of_each(&mut rest);
         e.attributes = object_text(&rest).map(Cow::Owned);
         out.push(e);
     }

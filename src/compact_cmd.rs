@@ -28,7 +28,9 @@ pub struct CompactArgs {
     #[arg(long, default_value_t = 128, value_name = "MIB")]
     target_size: u64,
     /// How long replaced files stay after the swap, for queries that listed them before it.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    /// The default outlasts a query of `sluice serve` (300 s at most by default); give `0s`
+    /// when no sluice reader is running.
+    #[arg(long, default_value = "330s", value_name = "DURATION")]
     grace: String,
     /// Print what would be merged; write and delete nothing.
     #[arg(long)]

@@ -72,6 +72,36 @@ pub struct ServeArgs {
     /// Time per query, seconds [default: 300]
     #[arg(long, env = "SLUICE_QUERY_TIMEOUT", value_name = "SECS")]
     query_timeout: Option<u64>,
+    /// Most records in one ingest request [default: 100000]
+    #[arg(long, env = "SLUICE_MAX_RECORDS", value_name = "N")]
+    max_records: Option<usize>,
+    /// Memory of all queries running at once, MiB [default: the larger of 2048 and --query-memory]
+    #[arg(long, env = "SLUICE_QUERY_MEMORY_TOTAL", value_name = "MIB")]
+    query_memory_total: Option<u64>,
+    /// Queries, searches, traces and exports running at once [default: 16]
+    #[arg(long, env = "SLUICE_MAX_QUERIES", value_name = "N")]
+    max_queries: Option<usize>,
+    /// Queries, searches, traces and exports of one token running at once [default: 4]
+    #[arg(long, env = "SLUICE_MAX_QUERIES_PER_CALLER", value_name = "N")]
+    max_queries_per_caller: Option<usize>,
+    /// Largest query result or export, MiB [default: 16384]
+    #[arg(long, env = "SLUICE_MAX_RESULT", value_name = "MIB")]
+    max_result: Option<u64>,
+    /// Disk for one token's query results and exports, MiB [default: 16384]
+    #[arg(long, env = "SLUICE_RESULTS_QUOTA", value_name = "MIB")]
+    results_quota: Option<u64>,
+    /// Disk for every token's query results and exports, MiB [default: 65536]
+    #[arg(long, env = "SLUICE_RESULTS_TOTAL", value_name = "MIB")]
+    results_total: Option<u64>,
+    /// Free disk space that results leave alone, MiB [default: --wal-max + 1024]
+    #[arg(long, env = "SLUICE_RESULTS_RESERVE", value_name = "MIB")]
+    results_reserve: Option<u64>,
+    /// Open connections [default: 1024]
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Open connections from one client address [default: 256]
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    max_connections_per_address: Option<usize>,
     /// Serve only the query API (no ingest, no write-ahead log): a query-only node.
     #[arg(long)]
     query_only: bool,
@@ -160,6 +190,16 @@ impl ServeArgs {
             results_dir: self.results_dir.clone(),
             query_memory_mib: self.query_memory,
             query_timeout_secs: self.query_timeout,
+            max_records_per_request: self.max_records,
+            query_memory_total_mib: self.query_memory_total,
+            max_queries: self.max_queries,
+            max_queries_per_caller: self.max_queries_per_caller,
+            max_result_mib: self.max_result,
+            results_quota_mib: self.results_quota,
+            results_total_mib: self.results_total,
+            results_reserve_mib: self.results_reserve,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
             ..Partial::default()
         }))
     }
@@ -273,7 +313,10 @@ pub fn serve(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> R
         );
         eprintln!("sluice serve: listening on http://{}  lake: {}", server.addr, server.pipeline.lake().url());
         warn_if_open(&settings);
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = server.lost() => eprintln!("sluice serve: another process took the lake over; stopping"),
+        }
         eprintln!("sluice serve: shutting down, flushing buffers to the lake…");
         server.stop().await?;
         eprintln!("sluice serve: stopped; everything accepted is in the lake");

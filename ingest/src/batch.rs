@@ -11,7 +11,7 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
-use sluice_schemas::{PackedRow, Partition, Registry};
+use sluice_schemas::{FAR_TIME_MARK, PackedRow, Partition, Registry};
 
 use crate::{
     columnar::encode_parquet,
@@ -125,13 +125,18 @@ impl Job {
     }
 
     /// The file name: `{prefix}-{min_seq}-{max_seq}`, so the same input range always gives the
-    /// same name and a retried write replaces rather than duplicates.
+    /// same name and a retried write replaces rather than duplicates. A data file holding a
+    /// record whose `time` lies far from its hour partition carries
+    /// [`sluice_schemas::FAR_TIME_MARK`], so readers that prune hours by `time` keep it.
     pub fn file_name(&self, prefix: &str) -> String {
-        let ext = match self.target {
-            Target::Data { .. } => "parquet",
-            Target::Errors { .. } => "ndjson",
+        let (mark, ext) = match &self.target {
+            Target::Data { partition, rows } => {
+                let far = rows.iter().any(|r| partition.is_far(r.row().time));
+                (if far { FAR_TIME_MARK } else { "" }, "parquet")
+            }
+            Target::Errors { .. } => ("", "ndjson"),
         };
-        format!("{prefix}-{:020}-{:020}.{ext}", self.min_seq, self.max_seq)
+        format!("{prefix}-{:020}-{:020}{mark}.{ext}", self.min_seq, self.max_seq)
     }
 
     /// Encodes the job: the key it goes to and the file's bytes. CPU work; the delivery stream

@@ -18,6 +18,11 @@ pub enum BodyError {
     BadGzip(String),
     /// A JSON array body is not valid JSON (its records cannot be told apart).
     BadArray(String),
+    /// More records than a request may hold.
+    TooManyRecords {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for BodyError {
@@ -31,6 +36,11 @@ impl std::fmt::Display for BodyError {
             }
             Self::UnsupportedEncoding(e) => write!(f, "Content-Encoding {e:?} is not supported; use gzip or none"),
             Self::BadGzip(e) => write!(f, "the gzip body is corrupt: {e}"),
+            Self::TooManyRecords { limit } => write!(
+                f,
+                "the request holds more than {limit} records; send at most {limit} a request (`sluice publish \
+                 --batch-records`, a shipper's bulk size)"
+            ),
             Self::BadArray(e) => {
                 write!(
                     f,
@@ -193,6 +203,12 @@ fn trimmed(body: &[u8], start: usize, end: usize) -> Option<Range<usize>> {
     let s = start + body[start..end].iter().position(|b| !b.is_ascii_whitespace())?;
     let e = start + body[start..end].iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
     Some(s..e)
+}
+
+/// The records of `body` (of shape `shape`), counted up to `limit + 1`: one pass, nothing kept.
+pub fn count_records(body: &[u8], shape: Shape, limit: usize) -> usize {
+    let mut records = Records::new(shape);
+    std::iter::from_fn(|| records.next(body)).take(limit.saturating_add(1)).count()
 }
 
 /// Every record range of a body (tests and small bodies; the server takes them a chunk at a time).

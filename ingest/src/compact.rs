@@ -16,8 +16,9 @@
 //!
 //! **Crashes.** Before the merged file is complete nothing is visible (its staging file is not a
 //! `.parquet` file); after that the lake reads the same whether or not the old files are deleted
-//! yet, and the next run deletes what a crash left behind. One compactor runs at a time: the lock
-//! object `_sluice/compact.lock` is created only if absent.
+//! yet, and the next run deletes what a crash left behind. One compactor runs at a time
+//! ([`crate::lock::LakeLock`]: a `flock` on local disk, a lease with conditional writes on S3;
+//! a crashed compactor's hold lapses by itself).
 //!
 //! Readers that list folders themselves (DuckDB, Athena) do not know the rule: between the swap
 //! and the deletes they see both. The README says how to schedule compaction around that.
@@ -36,22 +37,23 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::{FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, path::Path,
 };
 use parquet::{
     arrow::{
         AsyncArrowWriter, ParquetRecordBatchStreamBuilder, arrow_reader::ArrowReaderOptions,
-        arrow_writer::ArrowWriterOptions, async_reader::AsyncFileReader,
+        arrow_writer::ArrowWriterOptions, async_reader::AsyncFileReader, async_writer::AsyncFileWriter,
     },
     file::metadata::{KeyValue, ParquetMetaData},
 };
-use sluice_schemas::{Partition, Registry};
+use sluice_schemas::{FAR_TIME_MARK, Partition, Registry, is_far_time_file};
 
 use crate::{
     columnar::writer_properties,
     error::{Error, Result},
-    lake::{Lake, read_footer, sync_file_and_dir},
+    lake::{Lake, read_footer},
+    lock::LakeLock,
 };
 
 /// File name prefix of a merged file.
@@ -244,7 +246,9 @@ impl Default for CompactOptions {
         Self {
             older_than: Duration::from_secs(3600),
             target_bytes: DEFAULT_TARGET_BYTES,
-            grace: Duration::from_secs(60),
+            // Longer than a query of `sluice serve` may run (300 s by default), so no query
+            // that listed the replaced files is still reading them when they go.
+            grace: Duration::from_secs(330),
             dry_run: false,
         }
     }
@@ -288,48 +292,6 @@ pub struct CompactProgress {
     pub phase: &'static str,
 }
 
-/// The lock that keeps two compactors off one lake.
-struct Lock<'a> {
-    lake: &'a Lake,
-    key: Path,
-}
-
-impl<'a> Lock<'a> {
-    async fn take(lake: &'a Lake) -> Result<Option<Lock<'a>>> {
-        let key = lake.key("_sluice/compact.lock");
-        let body = serde_json::json!({
-            "pid": std::process::id(),
-            "started": Utc::now().to_rfc3339(),
-        })
-        .to_string();
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match lake.store().put_opts(&key, PutPayload::from(body), opts).await {
-            Ok(_) => Ok(Some(Lock { lake, key })),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let holder = match lake.store().get(&key).await {
-                    Ok(r) => String::from_utf8_lossy(&r.bytes().await?).into_owned(),
-                    Err(_) => "unknown".into(),
-                };
-                Err(Error::Compaction(format!(
-                    "another `sluice compact` holds this lake ({holder}); if that run is no longer alive, \
-                     delete {} and run again",
-                    key
-                )))
-            }
-            Err(object_store::Error::NotImplemented { .. }) => {
-                tracing::warn!("this store cannot create objects conditionally: run one `sluice compact` at a time");
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn release(self) -> Result<()> {
-        self.lake.store().delete(&self.key).await?;
-        Ok(())
-    }
-}
-
 /// One partition folder of the lake.
 struct Folder {
     path: String,
@@ -344,8 +306,14 @@ pub async fn compact(
     opts: &CompactOptions,
     mut progress: impl FnMut(&CompactProgress),
 ) -> Result<CompactReport> {
-    let lock = if opts.dry_run { None } else { Lock::take(lake).await? };
-    let result = run(lake, registry, opts, &mut progress).await;
+    let lock = if opts.dry_run { None } else { Some(LakeLock::acquire(lake, "compact").await?) };
+    let result = match &lock {
+        Some(l) => tokio::select! {
+            r = run(lake, registry, opts, &mut progress) => r,
+            () = l.lost() => Err(Error::Compaction("the lease on the lake was lost to another process; stopped".into())),
+        },
+        None => run(lake, registry, opts, &mut progress).await,
+    };
     if let Some(lock) = lock {
         lock.release().await?;
     }
@@ -512,17 +480,38 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
         sources.push((m, builder));
     }
     let rows = usize::try_from(expected).unwrap_or(usize::MAX);
-    let key = Path::from(format!("{folder}/{COMPACTED_PREFIX}{}.parquet", uuid::Uuid::new_v4()));
+    // A merged file holds a record far from its hour when one of its files did.
+    let far = if bin.iter().any(|m| is_far_time_file(file_name(&m.location))) { FAR_TIME_MARK } else { "" };
+    let key = Path::from(format!("{folder}/{COMPACTED_PREFIX}{}{far}.parquet", uuid::Uuid::new_v4()));
     let store = Arc::clone(lake.store());
+    // On local disk the merged file is written beside its place (a `#` name, which listings
+    // and `*.parquet` globs skip), made durable, then renamed into place: a crash never leaves
+    // a torn merged file standing in for the files it replaces. On S3 a multipart upload
+    // appears whole when completed.
+    let staged = lake.local_root().map(|root| {
+        let file = root.join(key.as_ref());
+        let mut staged = file.clone().into_os_string();
+        staged.push(format!("#compact-{}", uuid::Uuid::new_v4().simple()));
+        (file, std::path::PathBuf::from(staged))
+    });
+    let sink = match &staged {
+        Some((_, staged)) => Sink::Local(tokio::fs::File::create(staged).await.map_err(Error::io(staged))?),
+        None => Sink::Store(object_store::buffered::BufWriter::new(Arc::clone(&store), key.clone())),
+    };
+    let mut sink = Some(sink);
     // The writer is made for the first batch: its settings (which columns get a dictionary)
     // follow the data.
-    let new_writer = |sample: &RecordBatch| {
+    let mut new_writer = |sample: &RecordBatch| {
         let props = writer_properties(sample, rows)
             .into_builder()
             .set_key_value_metadata(Some(vec![KeyValue::new(REPLACES_KEY.to_owned(), replaces.clone())]))
             .build();
+        let sink: Box<dyn AsyncFileWriter> = match sink.take().expect("one writer a merge") {
+            Sink::Local(f) => Box::new(f),
+            Sink::Store(w) => Box::new(w),
+        };
         AsyncArrowWriter::try_new_with_options(
-            object_store::buffered::BufWriter::new(Arc::clone(&store), key.clone()),
+            sink,
             Arc::clone(schema),
             ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true),
         )
@@ -559,20 +548,38 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
     let rows = meta.file_metadata().num_rows() as u64;
     if rows != expected || written != expected {
         // The merged file must not stand in for the old ones: take it away again.
-        store.delete(&key).await?;
+        match &staged {
+            Some((_, staged)) => tokio::fs::remove_file(staged).await.map_err(Error::io(staged))?,
+            None => store.delete(&key).await?,
+        }
         return Err(Error::Compaction(format!(
             "merging {} files read {written} rows and wrote {rows}, but their footers say {expected}",
             bin.len()
         )));
     }
-    if let Some(root) = lake.local_root() {
-        let file = root.join(key.as_ref());
-        tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+    if let Some((file, staged)) = staged {
+        tokio::task::spawn_blocking(move || publish_staged(&staged, &file))
             .await
             .map_err(|e| Error::Stopped(e.to_string()))??;
     }
     let bytes = store.head(&key).await?.size;
     Ok(Merged { rows, bytes })
+}
+
+/// Where a merged file is written.
+enum Sink {
+    /// Its staged file on local disk.
+    Local(tokio::fs::File),
+    /// A multipart upload.
+    Store(object_store::buffered::BufWriter),
+}
+
+/// Makes a staged merged file durable, renames it to `file` and makes the rename durable.
+fn publish_staged(staged: &std::path::Path, file: &std::path::Path) -> Result<()> {
+    std::fs::File::open(staged).and_then(|f| f.sync_all()).map_err(Error::io(staged))?;
+    std::fs::rename(staged, file).map_err(Error::io(file))?;
+    let dir = file.parent().unwrap_or(file);
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
 }
 
 /// A data file read through the object store, its footer read as [`read_footer`] does.

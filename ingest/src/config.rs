@@ -36,6 +36,8 @@ pub struct Partial {
     pub max_body_mib: Option<u64>,
     /// Largest decompressed request body in MiB.
     pub max_decompressed_mib: Option<u64>,
+    /// Most records in one request.
+    pub max_records_per_request: Option<usize>,
     /// How far past arrival a record's time may be, in hours.
     pub max_future_hours: Option<i64>,
     /// Files written to the lake at once.
@@ -100,6 +102,7 @@ impl Partial {
             memory_budget_mib: over.memory_budget_mib.or(self.memory_budget_mib),
             max_body_mib: over.max_body_mib.or(self.max_body_mib),
             max_decompressed_mib: over.max_decompressed_mib.or(self.max_decompressed_mib),
+            max_records_per_request: over.max_records_per_request.or(self.max_records_per_request),
             max_future_hours: over.max_future_hours.or(self.max_future_hours),
             concurrent_flushes: over.concurrent_flushes.or(self.concurrent_flushes),
             results_dir: over.results_dir.or(self.results_dir),
@@ -151,6 +154,8 @@ pub struct Settings {
     pub max_body_bytes: u64,
     /// Largest decompressed request body in bytes.
     pub max_decompressed_bytes: u64,
+    /// Most records in one request.
+    pub max_records: usize,
     /// How far past arrival a record's time may be.
     pub max_future: chrono::Duration,
     /// Files written at once.
@@ -249,6 +254,16 @@ impl Partial {
         if dec < body {
             return Err(Error::Config(format!("max_decompressed_mib = {dec} must be at least max_body_mib = {body}")));
         }
+        // Bulk APIs send thousands a request (Firehose 500, `sluice publish` 1,000, shippers'
+        // bulk sizes a few thousand); a request of millions of tiny records (16 MB of two-byte
+        // lines is eight million) costs a write-ahead-log entry and an error record each.
+        let max_records = range(
+            "max_records_per_request",
+            self.max_records_per_request.unwrap_or(100_000),
+            1,
+            10_000_000,
+            "records in one request",
+        )?;
         let future = range("max_future_hours", self.max_future_hours.unwrap_or(24), 0, 24 * 366, "hours")?;
         // Eight a core: files encode on every core while the others wait on fsync or S3. With twice
         // the cores, a 2-core machine sat at 1.7 cores busy during a burst's flush and the 1M-record
@@ -348,6 +363,7 @@ impl Partial {
             memory_budget: budget * MIB,
             max_body_bytes: body * MIB,
             max_decompressed_bytes: dec * MIB,
+            max_records,
             max_future: chrono::Duration::hours(future),
             concurrent_flushes: flushes,
             results_dir,

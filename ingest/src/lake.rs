@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, local::LocalFileSystem, path::Path};
-use sluice_schemas::Partition;
+use sluice_schemas::{PARTITION_INDEX, PARTITION_INDEX_COMPLETE, Partition};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +17,9 @@ pub struct Lake {
     prefix: Path,
     url: String,
     local_root: Option<std::path::PathBuf>,
+    /// The (environment, organization) pairs of the partition index written (or found) by
+    /// this process.
+    indexed: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl Lake {
@@ -29,7 +32,13 @@ impl Lake {
             let location = location.map_err(bad)?;
             let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
             let prefix = Path::parse(&location.prefix).map_err(|e| bad(e.to_string()))?;
-            return Ok(Self { store: Arc::new(store), prefix, url: url.to_owned(), local_root: None });
+            return Ok(Self {
+                store: Arc::new(store),
+                prefix,
+                url: url.to_owned(),
+                local_root: None,
+                indexed: Arc::default(),
+            });
         }
         if url.contains("://") && !url.starts_with("file://") {
             return Err(bad("unsupported scheme; use a path, file:///path or s3://bucket/prefix".into()));
@@ -43,12 +52,13 @@ impl Lake {
             prefix: Path::default(),
             url: root.display().to_string(),
             local_root: Some(root),
+            indexed: Arc::default(),
         })
     }
 
     /// A lake over any object store (used by tests with in-memory or counting stores).
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
-        Self { store, prefix: Path::from(prefix), url: url.to_owned(), local_root: None }
+        Self { store, prefix: Path::from(prefix), url: url.to_owned(), local_root: None, indexed: Arc::default() }
     }
 
     /// The object store.
@@ -95,6 +105,11 @@ impl Lake {
     /// On local disk the file and its folder are fsynced before this returns, so a write-ahead
     /// log may be trimmed after it.
     pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
+        self.index(key).await?;
+        self.put_object(key, bytes).await
+    }
+
+    async fn put_object(&self, key: &Path, bytes: Bytes) -> Result<()> {
         let Some(root) = &self.local_root else {
             self.store.put(key, PutPayload::from_bytes(bytes)).await?;
             return Ok(());
@@ -192,6 +207,7 @@ impl Lake {
     /// and put in place at once, as [`Lake::put`] does: `Ok(None)`.
     pub(crate) async fn stage(&self, key: &Path, bytes: Bytes, device: u64) -> Result<Option<StagedFile>> {
         let Some(root) = &self.local_root else { return self.put(key, bytes).await.map(|()| None) };
+        self.index(key).await?;
         let file = root.join(key.as_ref());
         tokio::task::spawn_blocking(move || {
             let (f, staged, new_dirs) = write_staged(&file, &bytes)?;
@@ -304,13 +320,94 @@ fn create_dirs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(missing)
 }
 
-/// fsyncs a file and the folder that holds it.
-pub(crate) fn sync_file_and_dir(file: &std::path::Path) -> Result<()> {
-    std::fs::File::open(file).and_then(|f| f.sync_all()).map_err(Error::io(file))?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(Error::io(dir))?;
+impl Lake {
+    /// Deletes the staged files (`{file}#…`, which listings never show) under `logs/` and
+    /// `errors/` of a local lake that nothing has written for `older_than`: what a writer that
+    /// crashed between staging a file and renaming it left behind. Returns how many. Other
+    /// lakes: 0 (an S3 multipart upload that was never completed is the bucket's lifecycle
+    /// rule's to abort).
+    pub fn sweep_staged(&self, older_than: std::time::Duration) -> usize {
+        let Some(root) = &self.local_root else { return 0 };
+        let mut swept = 0;
+        let mut dirs = vec![root.join("logs"), root.join("errors")];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_dir() {
+                    dirs.push(e.path());
+                    continue;
+                }
+                let stale = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+                if e.file_name().to_string_lossy().contains('#')
+                    && stale.is_some_and(|age| age >= older_than)
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    swept += 1;
+                }
+            }
+        }
+        swept
     }
-    Ok(())
+}
+
+impl Lake {
+    /// The environment and organization of a data file's key (`logs/environment=E/organization=O/…`).
+    fn env_org(&self, key: &Path) -> Option<(String, String)> {
+        let rel = key.prefix_match(&self.prefix)?;
+        let parts: Vec<_> = rel.take(4).collect();
+        let [logs, env, org, _] = parts.as_slice() else { return None };
+        if logs.as_ref() != "logs" {
+            return None;
+        }
+        Some((
+            env.as_ref().strip_prefix("environment=")?.to_owned(),
+            org.as_ref().strip_prefix("organization=")?.to_owned(),
+        ))
+    }
+
+    fn index_key(&self, env: &str, org: &str) -> Path {
+        self.key(&format!("{PARTITION_INDEX}/organization={org}/environment={env}"))
+    }
+
+    /// Makes sure the partition index has the environment and organization of the data file
+    /// `key` before the file is written (once a pair and process).
+    async fn index(&self, key: &Path) -> Result<()> {
+        let Some(pair) = self.env_org(key) else { return Ok(()) };
+        if self.indexed.lock().expect("index lock").contains(&pair) {
+            return Ok(());
+        }
+        self.put_object(&self.index_key(&pair.0, &pair.1), Bytes::new()).await?;
+        self.indexed.lock().expect("index lock").insert(pair);
+        Ok(())
+    }
+
+    /// Indexes a lake that has no complete partition index yet (written by an earlier version,
+    /// or empty), listing each environment folder once, then marks the index complete. Run by
+    /// `sluice serve` at start; from then on every sluice writer keeps the index.
+    pub async fn complete_index(&self) -> Result<()> {
+        let complete = self.key(PARTITION_INDEX_COMPLETE);
+        if self.store.head(&complete).await.is_ok() {
+            return Ok(());
+        }
+        let values = |listing: object_store::ListResult, key: &str| -> Vec<String> {
+            listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename()?.strip_prefix(key).map(str::to_owned))
+                .filter(|v| sluice_schemas::validate_partition_value(v).is_ok())
+                .collect()
+        };
+        let logs = self.key("logs");
+        for env in values(self.store.list_with_delimiter(Some(&logs)).await?, "environment=") {
+            let at = logs.clone().join(format!("environment={env}"));
+            for org in values(self.store.list_with_delimiter(Some(&at)).await?, "organization=") {
+                self.put_object(&self.index_key(&env, &org), Bytes::new()).await?;
+                self.indexed.lock().expect("index lock").insert((env.clone(), org));
+            }
+        }
+        self.put_object(&complete, Bytes::new()).await
+    }
 }
 
 /// Files and rows in a lake, by log type, read from the Parquet footers; and error records.
@@ -428,7 +525,7 @@ mod tests {
             let file = lake.stage(&lake.key(&rel(i)), Bytes::from(format!("file {i}")), device).await.expect("stage");
             staged.push(file.expect("staged on the lake's filesystem"));
         }
-        let listed: Vec<_> = lake.store().list(None).collect::<Vec<_>>().await;
+        let listed: Vec<_> = lake.store().list(Some(&lake.key("logs"))).collect::<Vec<_>>().await;
         assert!(listed.is_empty(), "staged files are not listed: {listed:?}");
         assert!(!dir.path().join(rel(0)).exists());
         std::fs::remove_file(&staged[2].staged).expect("remove a staged copy");

@@ -8,6 +8,7 @@ pub mod error;
 pub mod errors;
 pub mod import;
 pub mod lake;
+pub mod lock;
 pub mod metrics;
 pub mod replay;
 pub mod serve;

@@ -22,6 +22,7 @@ use crate::{
     errors::ErrorRecord,
     import::LakeWriter,
     lake::Lake,
+    lock::LakeLock,
 };
 
 /// What a replay did.
@@ -49,8 +50,24 @@ fn gunzip_if_needed(bytes: Bytes) -> Result<Vec<u8>> {
     }
 }
 
-/// Replays the error output of `lake`. `progress` is called after each file.
+/// Replays the error output of `lake`. `progress` is called after each file. One replay runs
+/// on a lake at a time ([`LakeLock`]).
 pub async fn replay(
+    lake: &Lake,
+    partitioner: &Partitioner,
+    memory_budget: u64,
+    progress: impl FnMut(&ReplayReport),
+) -> Result<ReplayReport> {
+    let lock = LakeLock::acquire(lake, "replay").await?;
+    let result = tokio::select! {
+        r = replay_files(lake, partitioner, memory_budget, progress) => r,
+        () = lock.lost() => Err(Error::Stopped("the lease on the lake was lost to another process".into())),
+    };
+    lock.release().await?;
+    result
+}
+
+async fn replay_files(
     lake: &Lake,
     partitioner: &Partitioner,
     memory_budget: u64,

@@ -9,6 +9,7 @@ use crate::{
     config::Settings,
     error::{Error, Result},
     lake::Lake,
+    lock::LakeLock,
     metrics::Metrics,
     server::{BodyLimits, router},
     stream::{Pipeline, StreamConfig},
@@ -24,6 +25,8 @@ pub struct Server {
     pub pipeline: Pipeline,
     /// What the log held at start.
     pub recovery: Recovery,
+    /// The hold on the lake (one server a lake).
+    lock: LakeLock,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -31,11 +34,26 @@ pub struct Server {
 /// Size of a write-ahead-log segment.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// How long a staged file must have been left alone before a starting server deletes it: a
+/// writer alongside (an import) renames its staged files within seconds.
+const STAGED_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Server {
     /// Opens the lake and the log, re-delivers what the log holds, and starts listening.
     /// `extra` routes (the query API) are served beside the ingest API.
     pub async fn start(settings: &Settings, partitioner: Partitioner, extra: Option<axum::Router>) -> Result<Self> {
         let lake = Lake::open(&settings.lake).await?;
+        let lock = LakeLock::acquire(&lake, "serve").await?;
+        lake.complete_index().await?;
+        // What a crashed writer staged and never renamed, swept in the background (a lake of
+        // many folders takes a while to walk).
+        let sweeper = lake.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = sweeper.sweep_staged(STAGED_SWEEP_AGE);
+            if n > 0 {
+                tracing::info!(files = n, "deleted staged files a crashed writer left in the lake");
+            }
+        });
         let config = StreamConfig {
             hints: settings.hints,
             wal: WalConfig {
@@ -53,7 +71,11 @@ impl Server {
         let addr = listener.local_addr().map_err(Error::io("listener"))?;
         let mut app = router(
             pipeline.clone(),
-            BodyLimits { max_body: settings.max_body_bytes, max_decompressed: settings.max_decompressed_bytes },
+            BodyLimits {
+                max_body: settings.max_body_bytes,
+                max_decompressed: settings.max_decompressed_bytes,
+                max_records: settings.max_records,
+            },
         );
         if let Some(extra) = extra {
             app = app.merge(extra);
@@ -68,14 +90,21 @@ impl Server {
             .await;
             Ok(())
         });
-        Ok(Self { addr, pipeline, recovery, stop, task })
+        Ok(Self { addr, pipeline, recovery, lock, stop, task })
+    }
+
+    /// Resolves if the hold on the lake is lost (a lease on S3 taken over after renewals
+    /// failed): the server must stop.
+    pub async fn lost(&self) {
+        self.lock.lost().await;
     }
 
     /// Stops accepting requests, finishes the ones in flight, and flushes everything to the lake.
     pub async fn stop(self) -> Result<()> {
         self.stop.send(()).ok();
         self.task.await.map_err(|e| Error::Stopped(e.to_string()))?.map_err(Error::io("server"))?;
-        self.pipeline.shutdown().await
+        self.pipeline.shutdown().await?;
+        self.lock.release().await
     }
 }
 

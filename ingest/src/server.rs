@@ -27,6 +27,8 @@ pub struct BodyLimits {
     pub max_body: u64,
     /// Largest body after decompression.
     pub max_decompressed: u64,
+    /// Most records in one request.
+    pub max_records: usize,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,7 @@ impl From<BodyError> for ApiError {
             BodyError::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             BodyError::BadGzip(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             BodyError::BadArray(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            BodyError::TooManyRecords { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_records"),
         };
         Self::new(status, code, e.to_string())
     }
@@ -158,7 +161,7 @@ async fn ingest(
     }
     let _permit = app.bodies.acquire().await.map_err(|_| overloaded(Overload::LogFailed))?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let max_dec = app.limits.max_decompressed;
+    let (max_dec, max_records) = (app.limits.max_decompressed, app.limits.max_records);
     let ndjson =
         content_type(&headers).is_some_and(|t| t.contains("ndjson") || t.contains("jsonl") || t.contains("json-seq"));
     let (decoded, shape) = tokio::task::spawn_blocking({
@@ -166,6 +169,9 @@ async fn ingest(
         move || {
             let decoded = body::decode(raw, encoding.as_deref(), max_dec)?;
             let shape = body::shape(&decoded, ndjson)?;
+            if body::count_records(&decoded, shape, max_records) > max_records {
+                return Err(BodyError::TooManyRecords { limit: max_records });
+            }
             Ok::<_, BodyError>((decoded, shape))
         }
     })

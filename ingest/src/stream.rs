@@ -846,6 +846,77 @@ mod tests {
         }
     }
 
+    /// A stream over a lake whose writes never finish, with the given log folder.
+    fn stuck(wal: &std::path::Path) -> (StreamConfig, Lake) {
+        let store = Arc::new(Slow { inner: InMemory::new(), delay: Duration::from_secs(3600) });
+        let config = StreamConfig {
+            hints: BufferHints { size_bytes: 1 << 20, interval: Duration::from_secs(900) },
+            wal: WalConfig { dir: wal.to_owned(), segment_bytes: 1 << 20, max_bytes: 256 << 20 },
+            memory_budget: 256 << 20,
+            concurrent_flushes: 2,
+        };
+        (config, Lake::with_store(store, "", "memory:///"))
+    }
+
+    /// Issue 31, item 10 (from reading the code): after a crash the log was handed to delivery
+    /// on a channel of its own, which could overtake the recovered records still queued on the
+    /// other; delivery then trimmed the log past records not yet in any buffer. The handover
+    /// now follows the last recovered record on the same channel: with nothing written to the
+    /// lake, nothing is trimmed.
+    #[test]
+    fn recovery_trims_nothing_that_is_not_in_the_lake() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = dir.path().join("wal");
+        {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let (config, lake) = stuck(&wal);
+                let (p, _) =
+                    Pipeline::start(config, lake, Partitioner::default(), Arc::new(Metrics::default())).await.expect("start");
+                for chunk in 0..20 {
+                    let body: String = (0..250)
+                        .map(|i| {
+                            format!(
+                                "{{\"organizationID\":\"o{}\",\"environment\":\"e\",\"logType\":\"web\",\"time\":\"2025-01-01T{:02}:00:00Z\"}}\n",
+                                (chunk * 250 + i) % 7,
+                                i % 24
+                            )
+                        })
+                        .collect();
+                    let r = p.ingest(Bytes::from(body), Shape::Ndjson, Orgs::All).await.expect("ingest");
+                    assert_eq!(r.accepted, 250);
+                }
+            });
+            // The crash: every task of the process is gone at once, the writes to the lake
+            // never finished.
+            drop(rt);
+        }
+        for _ in 0..5 {
+            // The log's writer thread ends on its own once the crashed process's handles are
+            // gone, and lets go of the folder.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while LogDir::lock(&wal).is_err() {
+                assert!(Instant::now() < deadline, "the log folder stayed locked");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let (config, lake) = stuck(&wal);
+                let (p, rec) =
+                    Pipeline::start(config, lake, Partitioner::default(), Arc::new(Metrics::default())).await.expect("start");
+                assert_eq!(rec.entries, 5000, "every record is still in the log");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let checkpoint = std::fs::read_to_string(wal.join("checkpoint")).unwrap_or_default();
+                assert!(
+                    checkpoint.is_empty() || checkpoint == "0",
+                    "the log was trimmed to {checkpoint} with nothing in the lake"
+                );
+                drop(p);
+            });
+            drop(rt);
+        }
+    }
+
     /// Thousands of partitions open at once and a lake slower than the input: buffers flushed
     /// for memory must keep about budget / 2 / partitions bytes each. Counting the files already
     /// queued for writing as memory to relieve flushed ever younger buffers: files of one row.

@@ -6,7 +6,9 @@
 //! `time` alone prunes hour partitions too: [`LakeTable`] derives a partition filter from it,
 //! widened by 14 hours on each side, so that it stays correct for producers whose
 //! `year/month/day/hour` fields are a local hour rather than the UTC one (every UTC offset is
-//! within ±14 h).
+//! within ±14 h). The contract lets those fields choose any hour, so a record can lie further
+//! from its hour than that: sluice's writers mark the files holding such records
+//! ([`sluice_schemas::FAR_TIME_MARK`]) and a scan keeps marked files whatever their hour.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -42,14 +44,14 @@ use datafusion::{
     scalar::ScalarValue,
 };
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_auth::Orgs;
-use sluice_schemas::{Registry, arrow_schema, partition_columns, validate_partition_value};
+use sluice_schemas::{
+    HOUR_SLACK_HOURS, PARTITION_INDEX, Registry, arrow_schema, is_far_time_file, partition_columns,
+    validate_partition_value,
+};
 
 use crate::error::{Error, Result};
-
-/// Hours added on each side of a `time` range when it is turned into an hour-partition filter.
-pub const TIME_PRUNING_SLACK_HOURS: i64 = 14;
 
 /// The partition columns and their SQL types.
 pub fn partition_fields() -> Vec<(String, DataType)> {
@@ -64,6 +66,8 @@ pub struct LakeTable {
     scope: Orgs,
     store: Arc<dyn ObjectStore>,
     prefix: object_store::path::Path,
+    /// The lake's partition index ([`sluice_schemas::PARTITION_INDEX`]).
+    index: object_store::path::Path,
     store_url: ObjectStoreUrl,
     file_schema: SchemaRef,
 }
@@ -88,9 +92,13 @@ impl LakeTable {
             .with_table_partition_cols(partition_fields());
         let schema = Arc::new(arrow_schema(&registry.lake_columns()));
         let prefix = url.prefix().clone();
+        // `…/logs` → `…/_sluice/partitions`.
+        let parts: Vec<_> = prefix.parts().collect();
+        let root: object_store::path::Path = parts[..parts.len().saturating_sub(1)].iter().cloned().collect();
+        let index = PARTITION_INDEX.split('/').fold(root, |p, part| p.join(part));
         let store_url = url.object_store();
         let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(&schema));
-        Ok(Self { inner: ListingTable::try_new(config)?, scope, store, prefix, store_url, file_schema: schema })
+        Ok(Self { inner: ListingTable::try_new(config)?, scope, store, prefix, index, store_url, file_schema: schema })
     }
 
     /// The folders a scan lists: the partition levels from `environment` down to the deepest
@@ -112,7 +120,18 @@ impl LakeTable {
         let depth = fields.iter().rposition(|(name, _)| pins.contains_key(name)).map_or(0, |i| i + 1);
         let scoped_depth = if matches!(self.scope, Orgs::Some(_)) { 2 } else { 0 };
         let mut folders: Vec<Vec<String>> = vec![Vec::new()];
-        for (level, (name, _)) in fields.iter().enumerate().take(depth) {
+        let mut from = 0;
+        // A scoped scan finds its organizations' environments in the partition index, rather
+        // than listing every environment of the lake.
+        if scoped_depth == 2
+            && !pins.contains_key("environment")
+            && let Some(orgs) = pins.get("organization")
+            && let Some(pairs) = self.indexed_folders(orgs).await?
+        {
+            folders = pairs;
+            from = 2;
+        }
+        for (level, (name, _)) in fields.iter().enumerate().take(depth).skip(from) {
             let mut next = Vec::new();
             for f in &folders {
                 let values: Vec<String> = match pins.get(name) {
@@ -131,6 +150,35 @@ impl LakeTable {
             folders = next;
         }
         Ok(folders)
+    }
+
+    /// The folders `[environment=E, organization=O]` of the organizations `orgs`, from the
+    /// lake's partition index; `None` when the lake has no complete index.
+    async fn indexed_folders(&self, orgs: &BTreeSet<String>) -> datafusion::error::Result<Option<Vec<Vec<String>>>> {
+        let complete = self.index.clone().join("complete");
+        match self.store.head(&complete).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let mut folders = Vec::new();
+        for org in orgs {
+            let at = self.index.clone().join(format!("organization={org}"));
+            let listing = match self.store.list_with_delimiter(Some(&at)).await {
+                Ok(l) => l,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for m in listing.objects {
+                if let Some(env) = m.location.filename().and_then(|n| n.strip_prefix("environment="))
+                    && validate_partition_value(env).is_ok()
+                {
+                    folders.push(vec![format!("environment={env}"), format!("organization={org}")]);
+                }
+            }
+        }
+        folders.sort();
+        Ok(Some(folders))
     }
 
     /// The key of the folder `logs/{parts…}`.
@@ -157,11 +205,16 @@ impl LakeTable {
     /// DataFusion's `ListingTable` gives every file a copy of the table's statistics (about
     /// 14 KiB a file for this schema, even with statistics collection off) and keeps them for
     /// the whole scan: on a lake of 27,648 files that was 400 MiB of an export's memory.
+    ///
+    /// `hours`, the hour partitions a filter on `time` allows ([`hour_partition_filter`]),
+    /// drops the files of other hours, except files marked as holding a record far from their
+    /// hour ([`sluice_schemas::FAR_TIME_MARK`]): the filter on `time` itself decides for those.
     async fn scan_folders(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
+        hours: Option<&Expr>,
         limit: Option<usize>,
         folders: Vec<Vec<String>>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
@@ -202,11 +255,15 @@ impl LakeTable {
                 folder = Some((dir.to_owned(), values));
             }
             let Some((_, Some(values))) = &folder else { continue };
+            let far = is_far_time_file(m.location.filename().unwrap_or_default());
             let mut pf = PartitionedFile::from(m);
             pf.partition_values = values.clone();
-            if let Some(pf) = filter_partitioned_file(pf, &partition_filters, &df_schema)? {
-                files.push(pf);
-            }
+            let Some(pf) = filter_partitioned_file(pf, &partition_filters, &df_schema)? else { continue };
+            let pf = match hours {
+                Some(h) if !far => filter_partitioned_file(pf, std::slice::from_ref(h), &df_schema)?,
+                _ => Some(pf),
+            };
+            files.extend(pf);
         }
         if files.is_empty() {
             let schema = match projection {
@@ -468,7 +525,7 @@ fn hour_key(micros: i64) -> Option<i64> {
 
 /// A filter on the hour partition columns implied by a range of `time`.
 pub fn hour_partition_filter(lo: Option<i64>, hi: Option<i64>) -> Option<Expr> {
-    let slack = TIME_PRUNING_SLACK_HOURS * 3_600_000_000;
+    let slack = HOUR_SLACK_HOURS * 3_600_000_000;
     let key = col("year") * lit(1_000_000i64) + col("month") * lit(10_000i64) + col("day") * lit(100i64) + col("hour");
     let lo = lo.and_then(|l| hour_key(l.saturating_sub(slack)));
     let hi = hi.and_then(|h| hour_key(h.saturating_add(slack)));
@@ -497,13 +554,11 @@ impl TableProvider for LakeTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let mut filters = unprefixed(filters)?;
+        let filters = unprefixed(filters)?;
         let (lo, hi) = time_bounds(&filters);
-        if let Some(f) = hour_partition_filter(lo, hi) {
-            filters.push(f);
-        }
+        let hours = hour_partition_filter(lo, hi);
         let folders = self.scan_roots(&filters).await?;
-        self.scan_folders(state, projection, &filters, limit, folders).await
+        self.scan_folders(state, projection, &filters, hours.as_ref(), limit, folders).await
     }
 
     fn supports_filters_pushdown(

@@ -217,6 +217,8 @@ pub struct Executions {
     map: Arc<Mutex<HashMap<String, Arc<Entry>>>>,
     running: Arc<Slots>,
     usage: Arc<Mutex<Usage>>,
+    /// The lock of this server's results folder.
+    _lock: Arc<std::fs::File>,
 }
 
 impl std::fmt::Debug for Executions {
@@ -248,13 +250,31 @@ fn scan_files(plan: &Arc<dyn ExecutionPlan>, files: &mut std::collections::HashM
 impl Executions {
     /// Executions over `engine`, with result files in `config.dir`.
     pub fn new(engine: Engine, config: ExecConfig) -> Result<Self> {
-        std::fs::create_dir_all(&config.dir).map_err(|e| Error::Engine(format!("{}: {e}", config.dir.display())))?;
+        let io = |p: &Path, e: std::io::Error| Error::Engine(format!("{}: {e}", p.display()));
+        std::fs::create_dir_all(&config.dir).map_err(|e| io(&config.dir, e))?;
         let swept = sweep(&config.dir);
         if swept > 0 {
             tracing::info!(files = swept, dir = %config.dir.display(), "deleted the result files of an earlier server");
         }
+        // This server's results go to a folder of its own, locked while it runs: servers that
+        // share a results folder (a query-only node beside an ingesting one) never sweep each
+        // other's.
+        let mine = config.dir.join(format!("server-{}", &new_id()[..12]));
+        std::fs::create_dir_all(&mine).map_err(|e| io(&mine, e))?;
+        let lock_path = mine.join("lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+        lock.try_lock().map_err(|e| Error::Engine(format!("{}: {e}", lock_path.display())))?;
         let running = Arc::new(Slots::new(config.max_running, config.max_running_per_owner));
-        let me = Self { engine, athena: None, config, map: Arc::default(), running, usage: Arc::default() };
+        let config = ExecConfig { dir: mine, ..config };
+        let me = Self {
+            engine,
+            athena: None,
+            config,
+            map: Arc::default(),
+            running,
+            usage: Arc::default(),
+            _lock: Arc::new(lock),
+        };
         let janitor = me.clone();
         tokio::spawn(async move {
             loop {
@@ -736,20 +756,34 @@ async fn run_athena(
     Ok(())
 }
 
-/// Deletes the result files in `dir` (names this module gives: 32 hex digits, `.csv` or
-/// `.ndjson`), which a server leaves behind when it stops; returns how many.
+/// Deletes what servers that stopped left in the results folder `dir`: the folders of servers
+/// whose lock is free (`server-…/lock`; a running server holds its own), and result files of
+/// earlier versions, which wrote straight into `dir` (32 hex digits, `.csv` or `.ndjson`).
+/// Returns how many result files went.
 fn sweep(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let Some((stem, ext)) = name.split_once('.') else { return false };
-            stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit()) && matches!(ext, "csv" | "ndjson")
-        })
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
+    let mut swept = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("server-") && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let free = std::fs::File::open(e.path().join("lock")).is_ok_and(|f| f.try_lock().is_ok());
+            if free {
+                swept += std::fs::read_dir(e.path()).map_or(0, |d| d.count().saturating_sub(1));
+                std::fs::remove_dir_all(e.path()).ok();
+            }
+            continue;
+        }
+        let Some((stem, ext)) = name.split_once('.') else { continue };
+        if stem.len() == 32
+            && stem.bytes().all(|b| b.is_ascii_hexdigit())
+            && matches!(ext, "csv" | "ndjson")
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            swept += 1;
+        }
+    }
+    swept
 }
 
 /// How often a running execution's status (rows, bytes, progress) is brought up to date.
@@ -790,4 +824,40 @@ fn report(entry: &Entry, scanned: &Scanned, rows: u64, bytes: u64, progress: imp
         s.files_scanned = scanned.files;
         s.progress = progress(read);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 31, item 10: a query whose file compaction deleted showed the tenant the server's
+    /// absolute lake path. What fails inside the server is told with an id; the details go to
+    /// the server's log.
+    #[test]
+    fn internal_errors_keep_their_details_in_the_servers_log() {
+        let e = Error::Engine("Object at location /srv/sluice/lake/logs/environment=p/x.parquet not found".into());
+        let info = ErrorInfo::from(&e);
+        assert_eq!(info.code, "internal");
+        assert!(!info.message.contains("/srv/sluice"), "{}", info.message);
+        assert!(info.message.contains("(error ") && info.message.contains("server's log"), "{}", info.message);
+        let user = ErrorInfo::from(&Error::Sql("column x not found".into()));
+        assert_eq!((user.code, user.message.as_str()), ("invalid_sql", "column x not found"));
+    }
+
+    #[test]
+    fn a_stopped_servers_results_are_swept_and_a_running_ones_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dead = dir.path().join("server-dead");
+        std::fs::create_dir(&dead).expect("dir");
+        std::fs::write(dead.join("lock"), b"").expect("lock");
+        std::fs::write(dead.join(format!("{}.csv", "a".repeat(32))), b"x").expect("result");
+        let alive = dir.path().join("server-alive");
+        std::fs::create_dir(&alive).expect("dir");
+        let held = std::fs::File::create(alive.join("lock")).expect("lock");
+        held.try_lock().expect("held by a running server");
+        std::fs::write(dir.path().join(format!("{}.ndjson", "b".repeat(32))), b"x").expect("an older version's");
+        std::fs::write(dir.path().join("notes.txt"), b"not ours").expect("a user's file");
+        assert_eq!(sweep(dir.path()), 2);
+        assert!(!dead.exists() && alive.exists() && dir.path().join("notes.txt").exists());
+    }
 }

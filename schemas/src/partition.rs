@@ -73,7 +73,51 @@ pub struct Partition {
     pub hour: u8,
 }
 
+/// How far, in hours, a record's `time` may lie from its hour partition for readers to find it
+/// by `time` alone: a filter on `time` prunes hour partitions with this much slack on each side.
+/// Every UTC offset is within it, so producers whose `year/month/day/hour` are a local hour are
+/// covered; a data file holding a record further away is marked ([`FAR_TIME_MARK`]).
+pub const HOUR_SLACK_HOURS: i64 = 14;
+
+/// What a data file's name carries before `.parquet` when it holds a record whose `time` lies
+/// further than [`HOUR_SLACK_HOURS`] from its hour partition (the contract lets
+/// `year/month/day/hour` choose any hour): readers pruning hour partitions by `time` keep such
+/// files whatever their hour, so no record is missed.
+pub const FAR_TIME_MARK: &str = ".far";
+
+/// The partition index of a lake written by sluice: an empty object
+/// `{PARTITION_INDEX}/organization={o}/environment={e}` for every environment folder an
+/// organization has under `logs/`, written before the first data file there. A reader scoped to
+/// some organizations finds their environments with one listing each, instead of listing every
+/// environment of the lake (which another tenant may have made thousands of).
+pub const PARTITION_INDEX: &str = "_sluice/partitions";
+
+/// Present when the partition index holds every environment of every organization of the lake
+/// (written by `sluice serve` once it has indexed a lake; a lake without it, one written by
+/// Firehose say, is listed in full).
+pub const PARTITION_INDEX_COMPLETE: &str = "_sluice/partitions/complete";
+
+/// Whether the data file `name` is marked as holding a record far from its hour.
+pub fn is_far_time_file(name: &str) -> bool {
+    name.strip_suffix(".parquet").is_some_and(|stem| stem.ends_with(FAR_TIME_MARK))
+}
+
 impl Partition {
+    /// The first microsecond of this partition's hour, UTC.
+    pub fn hour_start_micros(&self) -> i64 {
+        chrono::NaiveDate::from_ymd_opt(i32::from(self.year), u32::from(self.month), u32::from(self.day))
+            .and_then(|d| d.and_hms_opt(u32::from(self.hour), 0, 0))
+            .map_or(0, |t| t.and_utc().timestamp_micros())
+    }
+
+    /// Whether a record of this partition at `time_micros` lies further than
+    /// [`HOUR_SLACK_HOURS`] from the hour.
+    pub fn is_far(&self, time_micros: i64) -> bool {
+        let slack = HOUR_SLACK_HOURS * 3_600_000_000;
+        let start = self.hour_start_micros();
+        time_micros < start - slack || time_micros >= start + 3_600_000_000 + slack
+    }
+
     /// The relative path of this partition under `{lake}/logs/`, with zero-padded date parts:
     /// `environment=dev/organization=42/logtype=web/year=2023/month=02/day=17/hour=16`.
     pub fn path(&self) -> String {

@@ -6,5 +6,6 @@ mod cli;
 mod compact;
 mod pipeline;
 mod query;
+mod reliability;
 mod support;
 mod terraform;

@@ -44,18 +44,22 @@ impl Serve {
             || extra.contains(&"--jwks")
             || env.iter().any(|(k, _)| k == "SLUICE_JWT_SECRET" || k == "SLUICE_JWKS");
         let open: &[&str] = if keyed { &[] } else { &["--auth", "none"] };
-        let mut child = Command::new(sluice_bin())
-            .args(["serve", "--lake", lake, "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(["serve", "--lake", lake, "--listen", "127.0.0.1:0"])
             .args(open)
             .args(extra)
             .env_remove("SLUICE_JWT_SECRET")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("SLUICE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sluice serve");
+            .stdin(Stdio::null());
+        Self::spawn(cmd)
+    }
+
+    /// A server started by `cmd` (a `sluice serve` itself, or a wrapper that runs one), which
+    /// must print `listening on http://ADDR` on its standard error.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child =
+            cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start sluice serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -172,3 +172,54 @@ async fn a_full_scan_lists_every_file_without_per_file_statistics() {
     }
     assert_eq!(per_file, files.len(), "per-file metric sets registered");
 }
+
+/// Issue 31, item 10: one tenant's thousands of environment values slowed every other tenant's
+/// scoped listing (each scan listed every environment of the lake, then each environment's
+/// folder of its organizations). With the partition index a scan scoped to an organization
+/// lists that organization's environments only.
+#[tokio::test]
+async fn a_scoped_scan_lists_only_its_organizations_environments() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("lake");
+    let lake = sluice_ingest::lake::Lake::open(path.to_str().expect("utf8")).await.expect("lake");
+    let mut ndjson = String::new();
+    for env in 0..300 {
+        ndjson.push_str(&format!(
+            "{{\"organizationID\":\"noisy\",\"environment\":\"env{env}\",\"logType\":\"web\",\"time\":\"2025-01-01T00:00:00Z\"}}\n"
+        ));
+    }
+    for env in ["prod", "dev"] {
+        for i in 0..5 {
+            ndjson.push_str(&format!(
+                "{{\"organizationID\":\"quiet\",\"environment\":\"{env}\",\"logType\":\"web\",\"time\":\"2025-01-01T0{i}:00:00Z\"}}\n"
+            ));
+        }
+    }
+    let file = dir.path().join("records.ndjson");
+    std::fs::write(&file, ndjson).expect("write");
+    sluice_ingest::import::import_file(&lake, &sluice_partitioner::Partitioner::default(), &file, 64 << 20, |_| {})
+        .await
+        .expect("import");
+    let url = url::Url::from_directory_path(path.canonicalize().expect("path")).expect("url");
+    let count = |store: Arc<Counting>| {
+        let url = url.clone();
+        async move {
+            let e = Engine::with_store(store, url, Registry::builtin(), EngineConfig::default()).expect("engine");
+            let scope = sluice_auth::Orgs::Some(std::collections::BTreeSet::from(["quiet".to_owned()]));
+            let b = e.scoped(scope).query("SELECT count(*) AS n FROM logs", None).await.expect("query");
+            let n = b[0].column(0).as_any().downcast_ref::<arrow_array::Int64Array>().expect("count").value(0);
+            assert_eq!(n, 10, "the quiet tenant's rows, all of them");
+        }
+    };
+    // Without a complete index (a lake written by Firehose, say): every environment is listed.
+    let store = Arc::new(Counting::default());
+    count(Arc::clone(&store)).await;
+    assert!(store.lists.lock().expect("lock").len() > 300, "without the index every environment is looked at");
+    // With it: the index of one organization, and its two folders.
+    lake.complete_index().await.expect("index");
+    let store = Arc::new(Counting::default());
+    count(Arc::clone(&store)).await;
+    let lists = store.lists.lock().expect("lock").clone();
+    assert!(lists.len() <= 3, "{} listings: {lists:?}", lists.len());
+    assert!(lists.iter().all(|l| !l.contains("noisy") && !l.contains("env1")), "{lists:?}");
+}

@@ -902,8 +902,9 @@ mod tests {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async {
                 let (config, lake) = stuck(&wal);
-                let (p, rec) =
-                    Pipeline::start(config, lake, Partitioner::default(), Arc::new(Metrics::default())).await.expect("start");
+                let (p, rec) = Pipeline::start(config, lake, Partitioner::default(), Arc::new(Metrics::default()))
+                    .await
+                    .expect("start");
                 assert_eq!(rec.entries, 5000, "every record is still in the log");
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let checkpoint = std::fs::read_to_string(wal.join("checkpoint")).unwrap_or_default();

@@ -43,7 +43,8 @@ pub use error::{Error, Result};
 pub use jsonschema::json_schema;
 pub use partition::{
     FAR_TIME_MARK, HOUR_SLACK_HOURS, MAX_PARTITION_VALUE_LEN, PARTITION_COLUMNS, PARTITION_INDEX,
-    PARTITION_INDEX_COMPLETE, Partition, PartitionKeys, PartitionValueError, is_far_time_file, validate_partition_value,
+    PARTITION_INDEX_COMPLETE, Partition, PartitionKeys, PartitionValueError, is_far_time_file,
+    validate_partition_value,
 };
 pub use record::{
     BorrowedRecord, Context, Contract, Event, ExtraValue, Extras, Limits, MAX_DEPTH, MAX_RECORD_BYTES, PackedRow,

@@ -142,6 +142,17 @@ fn s3_lake_ingest_query_export_import_and_replay() {
 
     // serve → S3 lake → query API → export API.
     let serve = Serve::start_with("s3://lake/p", &[], &env);
+    // One server a lake, on S3 too: a second one (its own log) finds the first one's lease.
+    let mut other = env.clone();
+    other.retain(|(k, _)| k != "SLUICE_WAL_DIR" && k != "SLUICE_RESULTS_DIR");
+    other.push(("SLUICE_WAL_DIR".to_owned(), local.path().join("wal2").to_str().expect("utf8").to_owned()));
+    let second = sluice(&["serve", "--auth", "none", "--listen", "127.0.0.1:0", "--lake", "s3://lake/p"], &other);
+    assert!(!second.status.success(), "a second server on the S3 lake started");
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        msg.contains("in use by another sluice process") && msg.contains(&format!("pid {}", serve.child.id())),
+        "{msg}"
+    );
     let body = format!("{}\n{bad}\n", good.join("\n"));
     let r = post_ndjson(&serve.addr, body.as_bytes());
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -262,6 +262,9 @@ fn crash_rounds_lose_nothing_acknowledged() {
         serve.kill9();
         stop.store(true, Ordering::Relaxed);
         next_id = sender.join().expect("sender");
+        // Restart after restart with nothing sent in between: a clean stop, then a kill -9.
+        Serve::start(dir.path(), &["--buffer-interval", "1", "--buffer-size", "1"]).terminate();
+        Serve::start(dir.path(), &["--buffer-interval", "1", "--buffer-size", "1"]).kill9();
     }
     let serve = Serve::start(dir.path(), &[]);
     flush(&serve.addr);

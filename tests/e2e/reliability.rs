@@ -105,7 +105,17 @@ fn a_second_server_on_one_lake_or_log_folder_refuses_and_a_dead_ones_lock_lapses
     let first = Serve::start(&lake, &[]);
     let pid = first.child.id();
     let other_log = dir.path().join("other-wal");
-    let msg = fails(&["serve", "--auth", "none", "--listen", "127.0.0.1:0", "--lake", l, "--wal-dir", other_log.to_str().expect("utf8")]);
+    let msg = fails(&[
+        "serve",
+        "--auth",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--lake",
+        l,
+        "--wal-dir",
+        other_log.to_str().expect("utf8"),
+    ]);
     assert!(msg.contains("in use by another sluice process") && msg.contains(&format!("pid {pid}")), "{msg}");
     assert!(msg.contains("`sluice serve`"), "{msg}");
     let other_lake = dir.path().join("other-lake");
@@ -121,7 +131,10 @@ fn a_second_server_on_one_lake_or_log_folder_refuses_and_a_dead_ones_lock_lapses
         "--wal-dir",
         same_log.to_str().expect("utf8"),
     ]);
-    assert!(msg.contains("write-ahead log") && msg.contains(&format!("pid {pid}")) && msg.contains("--wal-dir"), "{msg}");
+    assert!(
+        msg.contains("write-ahead log") && msg.contains(&format!("pid {pid}")) && msg.contains("--wal-dir"),
+        "{msg}"
+    );
     send(&first.addr, 0..10);
     first.kill9();
     let again = Serve::start(&lake, &[]);
@@ -187,8 +200,14 @@ fn floods_of_bad_lines_are_refused_or_summarized_in_bounded_memory() {
 }
 
 fn post_sql(addr: &str, sql: &str) -> Response {
-    http(addr, "POST", "/v1/queries", &[("Content-Type", "application/json")], json!({"sql": sql}).to_string().as_bytes())
-        .expect("POST /v1/queries")
+    http(
+        addr,
+        "POST",
+        "/v1/queries",
+        &[("Content-Type", "application/json")],
+        json!({"sql": sql}).to_string().as_bytes(),
+    )
+    .expect("POST /v1/queries")
 }
 
 /// The state and error of a query execution, once it ended (or its refusal when it started).
@@ -353,9 +372,11 @@ fn export_webhooks_never_follow_redirects() {
     flush(&serve.addr);
     let (internal, internal_hits) = answering("200 OK", String::new());
     let (redirect, redirect_hits) = answering("302 Found", format!("location: http://{internal}/latest/meta-data\r\n"));
-    let body = json!({"sql": "SELECT count(*) FROM logs", "notify": {"webhook_url": format!("http://{redirect}/hook")}});
-    let r = http(&serve.addr, "POST", "/v1/exports", &[("Content-Type", "application/json")], body.to_string().as_bytes())
-        .expect("export");
+    let body =
+        json!({"sql": "SELECT count(*) FROM logs", "notify": {"webhook_url": format!("http://{redirect}/hook")}});
+    let r =
+        http(&serve.addr, "POST", "/v1/exports", &[("Content-Type", "application/json")], body.to_string().as_bytes())
+            .expect("export");
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_str().expect("id").to_owned();
     assert_eq!(wait_done(&serve.addr, &format!("/v1/exports/{id}"))["state"], "SUCCEEDED");
@@ -388,15 +409,10 @@ fn a_time_filter_finds_records_whose_hour_fields_are_far_from_their_time() {
     let id = v["id"].as_str().expect("id");
     let rows = http(&serve.addr, "GET", &format!("/v1/queries/{id}/results"), &[], b"").expect("results").json();
     assert_eq!(rows["rows"][0]["n"], 2, "{rows}");
-    let search = http(
-        &serve.addr,
-        "GET",
-        "/v1/search?q=far&from=2025-03-10T00:00:00Z&to=2025-03-11T00:00:00Z",
-        &[],
-        b"",
-    )
-    .expect("search")
-    .json();
+    let search =
+        http(&serve.addr, "GET", "/v1/search?q=far&from=2025-03-10T00:00:00Z&to=2025-03-11T00:00:00Z", &[], b"")
+            .expect("search")
+            .json();
     assert_eq!(search["rows"].as_array().map(Vec::len), Some(1), "{search}");
     serve.terminate();
 }
@@ -422,7 +438,8 @@ fn a_producers_flush_writes_only_its_own_organizations_buffers() {
         let body: Vec<String> = (0..24)
             .map(|h| format!(r#"{{"organizationID":"{org}","environment":"prod","logType":"web","time":"2025-06-01T{h:02}:00:00Z"}}"#))
             .collect();
-        let r = http(&serve.addr, "POST", "/v1/logs", &[("Authorization", auth)], body.join("\n").as_bytes()).expect("POST");
+        let r = http(&serve.addr, "POST", "/v1/logs", &[("Authorization", auth)], body.join("\n").as_bytes())
+            .expect("POST");
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     };
     post(&b, "b");
@@ -451,7 +468,8 @@ fn a_starting_server_sweeps_what_an_earlier_one_left() {
     assert_eq!(v["state"], "SUCCEEDED");
     let results = dir.path().join("_results");
     let folders = |d: &std::path::Path| -> Vec<String> {
-        std::fs::read_dir(d).map_or(Vec::new(), |r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        std::fs::read_dir(d)
+            .map_or(Vec::new(), |r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
     };
     let before = folders(&results);
     assert_eq!(before.len(), 1, "{before:?}");
@@ -495,8 +513,12 @@ fn tokens_minted_without_a_subject_do_not_share_a_rate() {
         format!("Bearer {}", String::from_utf8(out.stdout).expect("utf8").trim())
     };
     let (a, b) = (token("a"), token("b"));
-    let body = |org: &str| format!(r#"{{"organizationID":"{org}","environment":"p","logType":"web","time":"2025-06-01T00:00:00Z"}}"#);
-    let post = |auth: &str, org: &str| http(&serve.addr, "POST", "/v1/logs", &[("Authorization", auth)], body(org).as_bytes()).expect("POST").status;
+    let body = |org: &str| {
+        format!(r#"{{"organizationID":"{org}","environment":"p","logType":"web","time":"2025-06-01T00:00:00Z"}}"#)
+    };
+    let post = |auth: &str, org: &str| {
+        http(&serve.addr, "POST", "/v1/logs", &[("Authorization", auth)], body(org).as_bytes()).expect("POST").status
+    };
     let statuses: Vec<u16> = (0..3).map(|_| post(&a, "a")).collect();
     assert_eq!(statuses, [200, 200, 429], "a burst of two, then the rate");
     assert_eq!(post(&b, "b"), 200, "another tenant's token has a rate of its own");
@@ -570,8 +592,9 @@ fn results_never_fill_the_logs_disk_and_the_log_recovers_when_space_returns() {
     // An export far larger than the disk: it stops at the reserve, its partial file goes at
     // once, and ingest goes on.
     let body = json!({"sql": "SELECT l.*, g.value FROM logs l CROSS JOIN generate_series(1, 5000) g"});
-    let r = http(&serve.addr, "POST", "/v1/exports", &[("Content-Type", "application/json")], body.to_string().as_bytes())
-        .expect("export");
+    let r =
+        http(&serve.addr, "POST", "/v1/exports", &[("Content-Type", "application/json")], body.to_string().as_bytes())
+            .expect("export");
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_str().expect("id").to_owned();
     let done = wait_done(&serve.addr, &format!("/v1/exports/{id}"));

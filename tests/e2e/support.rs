@@ -58,8 +58,7 @@ impl Serve {
     /// A server started by `cmd` (a `sluice serve` itself, or a wrapper that runs one), which
     /// must print `listening on http://ADDR` on its standard error.
     pub fn spawn(mut cmd: Command) -> Self {
-        let mut child =
-            cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start sluice serve");
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start sluice serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -44,7 +44,7 @@ PY
 
 step "formatting"
 cargo fmt --all -- --check
-for f in bench/bench.py bench/ab.py; do python3 -c "import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])" "$f"; done
+for f in bench/bench.py bench/ab.py bench/soak.py; do python3 -c "import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])" "$f"; done
 
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings

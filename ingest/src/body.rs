@@ -217,8 +217,44 @@ pub fn split(body: &[u8], ndjson: bool) -> Result<Vec<Range<usize>>, BodyError> 
     Ok(std::iter::from_fn(|| records.next(body)).collect())
 }
 
+/// The fuzz target `body` (`fuzz/`, [`sluice_schemas::fuzz`]): the first byte chooses the
+/// encoding (gzip when odd) and whether NDJSON is forced; the rest is the body. Decoding never
+/// makes more than its limit; the records found lazily are those of a list, are in order and
+/// inside the body; the records of an array are serde_json's elements.
+pub fn fuzz(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let limit = 1 << 20;
+    let encoding = (flags & 1 == 1).then_some("gzip");
+    let Ok(body) = decode(bytes::Bytes::copy_from_slice(rest), encoding, limit) else { return };
+    assert!(body.len() as u64 <= limit);
+    let Ok(shape) = shape(&body, flags & 2 == 2) else { return };
+    let ranges = split(&body, flags & 2 == 2).expect("the shape was read");
+    assert!(ranges.windows(2).all(|w| w[0].end <= w[1].start), "records overlap or are out of order");
+    assert!(ranges.iter().all(|r| r.start < r.end && r.end <= body.len()), "a record outside the body");
+    assert_eq!(count_records(&body, shape, 10), ranges.len().min(11));
+    if shape == Shape::Array {
+        let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&body).expect("a valid array");
+        let ours: Vec<&[u8]> = ranges.iter().map(|r| &body[r.clone()]).collect();
+        let theirs: Vec<&[u8]> = items.iter().map(|r| r.get().as_bytes()).collect();
+        assert_eq!(ours, theirs, "the elements of an array");
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn committed_fuzz_inputs_of_the_body_decoder() {
+        let inputs = sluice_schemas::fuzz::committed_inputs("body");
+        assert!(inputs.len() >= 5, "the corpus of fuzz/corpus/body is missing");
+        for (path, bytes) in inputs {
+            assert!(
+                std::panic::catch_unwind(|| super::fuzz(&bytes)).is_ok(),
+                "{} breaks the body decoder",
+                path.display()
+            );
+        }
+    }
+
     use super::*;
 
     fn parts(body: &str) -> Vec<&str> {

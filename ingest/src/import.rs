@@ -111,34 +111,54 @@ fn csv_cell(field: &str, cell: &str) -> Option<Value> {
     Some(Value::String(cell.to_owned()))
 }
 
+/// Reads the rows of a CSV file (a header row, then one record a row) as JSON records with
+/// their 1-based row number; `path` names the file in errors.
+fn for_each_csv_record(input: impl Read, path: &Path, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<u64> {
+    let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let headers: Vec<String> =
+        r.headers().map_err(|source| Error::Csv { path: path.to_owned(), source })?.iter().map(str::to_owned).collect();
+    let mut rec = csv::StringRecord::new();
+    let (mut row, mut n) = (1u64, 0u64);
+    let mut buf = Vec::new();
+    while r.read_record(&mut rec).map_err(|source| Error::Csv { path: path.to_owned(), source })? {
+        row += 1;
+        let mut m = Map::new();
+        for (h, cell) in headers.iter().zip(rec.iter()) {
+            if let Some(v) = csv_cell(h, cell) {
+                m.insert(h.clone(), v);
+            }
+        }
+        buf.clear();
+        serde_json::to_writer(&mut buf, &m)
+            .map_err(|source| Error::Json { what: path.display().to_string(), source })?;
+        f(row, &buf)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The fuzz target `csv_import` (`fuzz/`, [`sluice_schemas::fuzz`]): any bytes as a CSV file
+/// give records that are JSON objects, with row numbers that grow, each of which the transform
+/// accepts or rejects; or an error; never a panic.
+pub fn fuzz_csv(data: &[u8]) {
+    let p = Partitioner::default();
+    let ctx = Context { record_id: record_id_at("fuzz", 0), arrival_micros: 1_700_000_000_000_000 };
+    let mut last = 1;
+    let _ = for_each_csv_record(data, Path::new("fuzz.csv"), |row, json| {
+        assert!(row > last, "row numbers grow");
+        last = row;
+        let v: Value = serde_json::from_slice(json).expect("a record is JSON");
+        assert!(v.is_object(), "a record is an object");
+        let _ = p.transform(json, &ctx);
+        Ok(())
+    });
+}
+
 /// Reads records (raw JSON bytes with their 1-based line or row number) from a file.
 fn for_each_record(path: &Path, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<u64> {
     let mut n = 0u64;
     if is_csv(path) {
-        let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(open_text(path)?);
-        let headers: Vec<String> = r
-            .headers()
-            .map_err(|source| Error::Csv { path: path.to_owned(), source })?
-            .iter()
-            .map(str::to_owned)
-            .collect();
-        let mut rec = csv::StringRecord::new();
-        let mut row = 1u64;
-        let mut buf = Vec::new();
-        while r.read_record(&mut rec).map_err(|source| Error::Csv { path: path.to_owned(), source })? {
-            row += 1;
-            let mut m = Map::new();
-            for (h, cell) in headers.iter().zip(rec.iter()) {
-                if let Some(v) = csv_cell(h, cell) {
-                    m.insert(h.clone(), v);
-                }
-            }
-            buf.clear();
-            serde_json::to_writer(&mut buf, &m)
-                .map_err(|source| Error::Json { what: path.display().to_string(), source })?;
-            f(row, &buf)?;
-            n += 1;
-        }
+        n = for_each_csv_record(open_text(path)?, path, f)?;
     } else {
         let mut input = open_text(path)?;
         let mut line = Vec::new();
@@ -301,4 +321,20 @@ pub async fn import_file(
         serde_json::to_vec_pretty(&entry).map_err(|source| Error::Json { what: "import registry".into(), source })?;
     lake.put(&reg_key, Bytes::from(json)).await?;
     Ok(ImportOutcome::Imported(entry))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn committed_fuzz_inputs_of_the_csv_import() {
+        let inputs = sluice_schemas::fuzz::committed_inputs("csv_import");
+        assert!(inputs.len() >= 3, "the corpus of fuzz/corpus/csv_import is missing");
+        for (path, bytes) in inputs {
+            assert!(
+                std::panic::catch_unwind(|| super::fuzz_csv(&bytes)).is_ok(),
+                "{} breaks the CSV import",
+                path.display()
+            );
+        }
+    }
 }

@@ -203,6 +203,29 @@ fn check_complexity(sql: &str) -> Result<()> {
     Ok(())
 }
 
+/// The fuzz target `sql_guard` (`fuzz/`, [`sluice_schemas::fuzz`]): any text either is refused
+/// by [`check_sql`] or parses within the parser's own limits (on a stack the size of a tokio
+/// worker's), never overflowing the stack or panicking.
+pub fn fuzz_sql_guard(data: &[u8]) {
+    let Ok(sql) = std::str::from_utf8(data) else { return };
+    if check_sql(sql, 64 * 1024).is_err() {
+        return;
+    }
+    let sql = sql.to_owned();
+    let parsed = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || {
+            let parsed = datafusion::sql::parser::DFParserBuilder::new(sql.as_str())
+                .with_recursion_limit(200)
+                .build()
+                .and_then(|mut p| Ok(p.parse_statements()?));
+            drop(parsed);
+        })
+        .expect("thread")
+        .join();
+    assert!(parsed.is_ok(), "parsing accepted SQL panicked");
+}
+
 impl Engine {
     /// An engine over the lake at `lake` (see [`open_store`]).
     pub async fn open(lake: &str, registry: Registry, config: EngineConfig) -> Result<Self> {
@@ -374,4 +397,20 @@ async fn on_big_stack<T: Send + 'static>(fut: impl Future<Output = Result<T>> + 
         })
         .map_err(|e| Error::Engine(format!("cannot start a planning thread: {e}")))?;
     rx.await.map_err(|_| Error::Engine("the planning thread failed".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn committed_fuzz_inputs_of_the_sql_guard() {
+        let inputs = sluice_schemas::fuzz::committed_inputs("sql_guard");
+        assert!(inputs.len() >= 5, "the corpus of fuzz/corpus/sql_guard is missing");
+        for (path, bytes) in inputs {
+            assert!(
+                std::panic::catch_unwind(|| super::fuzz_sql_guard(&bytes)).is_ok(),
+                "{} breaks the SQL guard",
+                path.display()
+            );
+        }
+    }
 }

@@ -522,6 +522,35 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What [`record_fields`] must give: `serde_json`'s reading of the text, for text within the
+/// depth limit.
+fn by_serde(text: &str, max_depth: usize) -> Option<RecordFields<'_>> {
+    serde_json::from_str::<RecordFields<'_>>(text).ok().filter(|_| !deeper_than(text.as_bytes(), max_depth))
+}
+
+/// Whether [`record_fields`] must read a text `serde_json` reads itself: when every `events`
+/// field of it (not only the last) is `null` or an array of objects.
+fn plain(text: &str) -> bool {
+    let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(text) else { return false };
+    fields.iter().filter(|(k, _)| k == "events").all(|(_, v)| match serde_json::from_str::<Shape<'_>>(v.get()) {
+        Ok(Shape::Null) => true,
+        Ok(Shape::Array(items)) => items.iter().all(|i| matches!(i, Shape::Object(_))),
+        _ => false,
+    })
+}
+
+/// The fast reader's promise, checked on `text` (panics when it breaks): it gives
+/// `serde_json`'s fields whenever it reads a text, and reads every text `serde_json` reads
+/// whose `events` the contract accepts. Run by the property test below and by the fuzz target
+/// `record` ([`crate::fuzz::record`]).
+pub(crate) fn check_against_serde(text: &str, max_depth: usize) {
+    let serde = by_serde(text, max_depth);
+    match record_fields(text, max_depth) {
+        Some(fast) => assert_eq!(Some(fast), serde, "the fast reader and serde_json disagree on {text:?}"),
+        None => assert!(serde.is_none() || !plain(text), "{text:?} read by serde_json only"),
+    }
+}
+
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
@@ -721,23 +750,6 @@ mod tests {
         assert!(matches!(f.0[0].0, Cow::Borrowed(_)));
     }
 
-    /// What `record_fields` must give: `serde_json`'s reading of the text, for text within the
-    /// depth limit.
-    fn by_serde(text: &str, max_depth: usize) -> Option<RecordFields<'_>> {
-        serde_json::from_str::<RecordFields<'_>>(text).ok().filter(|_| !deeper_than(text.as_bytes(), max_depth))
-    }
-
-    /// Whether `record_fields` must read a text `serde_json` reads itself: when every `events`
-    /// field of it (not only the last) is `null` or an array of objects.
-    fn plain(text: &str) -> bool {
-        let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(text) else { return false };
-        fields.iter().filter(|(k, _)| k == "events").all(|(_, v)| match serde_json::from_str::<Shape<'_>>(v.get()) {
-            Ok(Shape::Null) => true,
-            Ok(Shape::Array(items)) => items.iter().all(|i| matches!(i, Shape::Object(_))),
-            _ => false,
-        })
-    }
-
     fn finds_the_first_special_byte_exactly<const N: usize>(first: impl Fn(&[u8; N]) -> Option<usize>) {
         let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
         for filler in [b' ', b'!', b'#', b'[', b'a', 0x7f, 0x80, 0xa2, 0xdc, 0xff] {
@@ -933,13 +945,7 @@ mod tests {
                     None => {}
                 }
             }
-            let serde = by_serde(&text, max_depth);
-            match record_fields(&text, max_depth) {
-                Some(fast) => {
-                    proptest::prop_assert_eq!(Some(fast), serde, "{:?}", text);
-                }
-                None => proptest::prop_assert!(serde.is_none() || !plain(&text), "{:?} read by serde_json only", text),
-            }
+            check_against_serde(&text, max_depth);
         }
     }
 }

@@ -29,6 +29,7 @@
 
 mod columns;
 mod error;
+pub mod fuzz;
 mod json;
 mod jsonschema;
 mod partition;

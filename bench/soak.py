@@ -266,6 +266,7 @@ def main():
     ap.add_argument("--work", help="working folder (default: a temporary one, deleted after)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="sluice-soak-")
+    os.makedirs(work, exist_ok=True)
     lake = os.path.join(work, "lake")
     shutil.rmtree(lake, ignore_errors=True)
     with socket.socket() as s:
@@ -303,8 +304,9 @@ def main():
     sampler = threading.Thread(target=rss_sampler, args=(serve.pid, start, stats, stop))
     for t in threads + [sampler]:
         t.start()
-    # A compaction alongside, a fifth of the way in (it waits its grace period before deleting).
-    time.sleep(min(120, args.minutes * 12))
+    # A compaction alongside, halfway through, when each folder holds several files (it waits
+    # its grace period before deleting the files it replaced).
+    time.sleep(args.minutes * 30)
     compact = subprocess.run(
         [args.sluice, "compact", "--quiet", "--lake", lake, "--older-than", "0s", "--grace", "30s"],
         capture_output=True,

@@ -1,11 +1,10 @@
 //! `sluice`: flags are parsed here; everything else happens in the library crates.
 
 mod cli;
-mod compact_cmd;
-mod export_cmd;
-mod ingest_cmds;
-mod query_cmd;
-mod token_cmd;
+mod cmd;
+mod config;
+mod runtime;
+mod server;
 
 /// glibc's allocator keeps freed memory in per-thread arenas, so the resident size of a long
 /// export grows with its length; mimalloc returns it and keeps memory bounded. It also takes

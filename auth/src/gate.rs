@@ -1,25 +1,17 @@
 //! The gate in front of every `/v1` route: who is calling (a bearer JWT, or everyone when
-//! authentication is off), whether their roles allow the route, and whether they are within
-//! their rate. The verified [`Principal`] goes into the request's extensions for the handlers,
-//! which scope what they read and write to its organizations.
-//!
-//! | route | role | rate class |
-//! |---|---|---|
-//! | `POST /v1/logs`, `POST /v1/flush` | `logs:write` | ingest |
-//! | `POST /v1/queries` | `logs:read` | query |
-//! | `GET/DELETE /v1/queries/{id}…` | `logs:read` | — |
-//! | `GET /v1/search`, `GET /v1/trace/{id}` | `logs:read` | query |
-//! | `POST /v1/exports` | `exports:write` | query |
-//! | `GET /v1/exports/{id}…` | `exports:write` | — |
-//!
-//! `admin` has every role. `/healthz` and `/metrics` are outside `/v1` and open.
+//! authentication is off), whether the route exists and the caller's roles allow it, and whether
+//! the caller is within its rate. Routes and what they need are declared where they are
+//! declared ([`crate::routes`]); a `/v1` path no route declares is refused (404) before anything
+//! else. The verified caller ([`sluice_schemas::Caller`]: subject and organizations) goes into
+//! the request's extensions for the handlers, which scope what they read and write to its
+//! organizations. `admin` has every role. Paths outside `/v1` (`/healthz`, `/metrics`) are open.
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -27,7 +19,8 @@ use serde_json::json;
 
 use crate::{
     rate::RateLimiter,
-    token::{Principal, Role, Verifier},
+    routes::{RateClass, RouteTable},
+    token::{Principal, Verifier},
 };
 
 /// How callers are authenticated.
@@ -50,34 +43,14 @@ pub struct GateConfig {
     pub body_timeout: Duration,
 }
 
-/// The gate: authentication, roles and rate limits.
+/// The gate: the routes that exist, authentication, roles and rate limits.
 #[derive(Debug)]
 pub struct Gate {
     authn: Authn,
+    routes: RouteTable,
     ingest: RateLimiter,
     query: RateLimiter,
     body_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RateClass {
-    Ingest,
-    Query,
-}
-
-/// The role a route needs and the rate it counts against.
-fn rule(method: &Method, path: &str) -> (Option<Role>, Option<RateClass>) {
-    let post = method == Method::POST;
-    match path {
-        "/v1/logs" | "/v1/flush" => (Some(Role::LogsWrite), Some(RateClass::Ingest)),
-        "/v1/queries" => (Some(Role::LogsRead), post.then_some(RateClass::Query)),
-        "/v1/search" => (Some(Role::LogsRead), Some(RateClass::Query)),
-        "/v1/exports" => (Some(Role::ExportsWrite), post.then_some(RateClass::Query)),
-        p if p.starts_with("/v1/trace/") => (Some(Role::LogsRead), Some(RateClass::Query)),
-        p if p.starts_with("/v1/queries/") => (Some(Role::LogsRead), None),
-        p if p.starts_with("/v1/exports/") => (Some(Role::ExportsWrite), None),
-        _ => (None, None),
-    }
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -102,10 +75,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Gate {
-    /// A gate.
-    pub fn new(authn: Authn, config: GateConfig) -> Arc<Self> {
+    /// A gate for the routes of `routes`.
+    pub fn new(authn: Authn, config: GateConfig, routes: RouteTable) -> Arc<Self> {
         Arc::new(Self {
             authn,
+            routes,
             ingest: RateLimiter::new(config.ingest_per_sec),
             query: RateLimiter::new(config.query_per_sec),
             body_timeout: config.body_timeout,
@@ -137,24 +111,29 @@ impl Gate {
 async fn gate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     let mut req = crate::http::with_body_deadline(req, gate.body_timeout);
     let path = req.uri().path().to_owned();
-    if !path.starts_with("/v1/") {
+    if !path.starts_with("/v1/") && path != "/v1" {
         return next.run(req).await;
     }
+    // Fails closed: a path no route declared is not there, whoever asks.
+    let Some(access) = gate.routes.access(req.method(), &path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {} {path} in this API; see the README", req.method()),
+        );
+    };
     let principal = match gate.principal(req.headers()).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let (role, class) = rule(req.method(), &path);
-    if let Some(role) = role
-        && !principal.has(role)
-    {
+    if !principal.has(access.role) {
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("{} {path} needs the role {role}; this token has none of it", req.method()),
+            format!("{} {path} needs the role {}; this token has none of it", req.method(), access.role),
         );
     }
-    let limiter = match class {
+    let limiter = match access.rate {
         Some(RateClass::Ingest) => Some(&gate.ingest),
         Some(RateClass::Query) => Some(&gate.query),
         None => None,
@@ -171,30 +150,6 @@ async fn gate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Respon
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return r;
     }
-    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(principal.caller());
     next.run(req).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_v1_route_has_a_role() {
-        for (m, p) in [
-            (Method::POST, "/v1/logs"),
-            (Method::POST, "/v1/flush"),
-            (Method::POST, "/v1/queries"),
-            (Method::GET, "/v1/queries/x/results"),
-            (Method::DELETE, "/v1/queries/x"),
-            (Method::GET, "/v1/search"),
-            (Method::GET, "/v1/trace/t"),
-            (Method::POST, "/v1/exports"),
-            (Method::GET, "/v1/exports/x/download"),
-        ] {
-            assert!(rule(&m, p).0.is_some(), "{m} {p}");
-        }
-        assert_eq!(rule(&Method::GET, "/v1/queries/x").1, None);
-        assert_eq!(rule(&Method::POST, "/v1/logs").1, Some(RateClass::Ingest));
-    }
 }

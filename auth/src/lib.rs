@@ -2,19 +2,24 @@
 //!
 //! * [`token`]: bearer JWTs — claims (`sub`, `org`, `roles`, `exp`), verification with a pinned
 //!   algorithm (HS256 secret, or RS256/ES256 from a JWKS), minting for `sluice token`.
-//! * [`gate`]: the middleware in front of every `/v1` route: authentication, the role each route
-//!   needs, and rate limits per caller.
+//! * [`routes`]: routes declared with the role they need and the rate they count against.
+//! * [`gate`]: the middleware in front of every `/v1` route: the routes that exist,
+//!   authentication, the role each route needs, and rate limits per caller.
+//! * [`slots`]: places for work that takes time, per caller and in all.
 //! * [`http`]: serving a router with deadlines on request headers and bodies.
 
+mod api_error;
 pub mod gate;
 pub mod http;
 pub mod rate;
+pub mod routes;
 pub mod slots;
 pub mod token;
 
+pub use api_error::ApiError;
 pub use gate::{Authn, Gate, GateConfig};
 pub use jsonwebtoken::Algorithm;
-pub use token::{Claims, JwtConfig, KeySource, OrgClaim, Orgs, Principal, Role, RolesClaim, Verifier};
+pub use token::{Claims, JwtConfig, KeySource, OrgClaim, Principal, Role, RolesClaim, Verifier};
 
 /// Installs the process's TLS crypto provider (aws-lc-rs, the one the AWS SDK uses) for HTTP
 /// clients that do not bring their own. Safe to call more than once.

@@ -14,7 +14,7 @@ use std::{
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
-use sluice_schemas::validate_partition_value;
+use sluice_schemas::{Caller, Orgs, PartitionValue};
 
 /// Shortest HS256 secret accepted, in bytes (the size of the HMAC-SHA256 output).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -58,33 +58,6 @@ impl fmt::Display for Role {
     }
 }
 
-/// The organizations a token may write and read.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Orgs {
-    /// Every organization (`"org": "*"`: operators).
-    All,
-    /// These organizations (never empty).
-    Some(BTreeSet<String>),
-}
-
-impl Orgs {
-    /// Whether `org` is among them.
-    pub fn allows(&self, org: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Some(set) => set.contains(org),
-        }
-    }
-
-    /// The organizations as a list for messages: `*` or `a, b`.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::All => "*".into(),
-            Self::Some(set) => set.iter().cloned().collect::<Vec<_>>().join(", "),
-        }
-    }
-}
-
 /// Who is calling: what a verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -107,11 +80,14 @@ impl Principal {
         self.roles.contains(&role) || self.roles.contains(&Role::Admin)
     }
 
-    /// The key that owns what this caller starts (query executions, exports): the subject and
-    /// the organizations, so a token for other organizations never sees them even with the same
-    /// subject.
+    /// The caller as the ingest and query APIs see it (its organizations and subject).
+    pub fn caller(&self) -> Caller {
+        Caller { sub: self.sub.clone(), orgs: self.orgs.clone() }
+    }
+
+    /// The key that owns what this caller starts (see [`Caller::owner_key`]).
     pub fn owner_key(&self) -> String {
-        format!("{}\u{1f}{}", self.sub, self.orgs.describe())
+        self.caller().owner_key()
     }
 }
 
@@ -180,8 +156,8 @@ pub fn parse_orgs(claim: &OrgClaim) -> Result<Orgs, TokenError> {
     }
     let mut set = BTreeSet::new();
     for org in list {
-        validate_partition_value(org).map_err(|e| token_error(format!("the token's organization {org:?} {e}")))?;
-        set.insert(org.to_owned());
+        let org = PartitionValue::new(org).map_err(|e| token_error(format!("the token's organization {org:?} {e}")))?;
+        set.insert(org);
     }
     Ok(Orgs::Some(set))
 }
@@ -418,6 +394,31 @@ pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, TokenError> {
         .map_err(|e| token_error(format!("cannot sign the token: {e}")))
 }
 
+/// The claims of a token for `orgs` with `roles`, valid for `ttl` from now (what `sluice token`
+/// mints): the roles and organizations checked, the messages saying what to fix.
+pub fn claims(sub: &str, orgs: &[String], roles: &[String], ttl: Duration) -> Result<Claims, TokenError> {
+    let mut checked = Vec::new();
+    for role in roles {
+        let Some(r) = Role::parse(role.trim()) else {
+            let all: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+            return Err(token_error(format!("{role:?} is not a role; use {}", all.join(", "))));
+        };
+        checked.push(r.as_str().to_owned());
+    }
+    let org = if orgs.len() == 1 { OrgClaim::One(orgs[0].clone()) } else { OrgClaim::Many(orgs.to_vec()) };
+    parse_orgs(&org).map_err(|e| token_error(e.0.replace("the token's ", "")))?;
+    let now = now_secs();
+    Ok(Claims {
+        sub: sub.to_owned(),
+        org,
+        roles: RolesClaim::Many(checked),
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+        aud: None,
+        iss: None,
+    })
+}
+
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
     jsonwebtoken::get_current_timestamp()
@@ -464,7 +465,8 @@ mod tests {
         let t = mint(&secret, &claims(OrgClaim::Many(vec!["a".into(), "b".into()]), "logs:read,nope", now_secs() + 60))
             .expect("mint");
         let p = v.verify(&t).await.expect("valid");
-        assert_eq!(p.orgs, Orgs::Some(BTreeSet::from(["a".to_owned(), "b".to_owned()])));
+        let org = |s: &str| PartitionValue::new(s).expect("valid");
+        assert_eq!(p.orgs, Orgs::Some(BTreeSet::from([org("a"), org("b")])));
         assert_eq!(p.roles, BTreeSet::from([Role::LogsRead]));
         let expired = mint(&secret, &claims(OrgClaim::One("a".into()), "admin", now_secs() - 3600)).expect("mint");
         assert!(v.verify(&expired).await.unwrap_err().0.contains("expired"));

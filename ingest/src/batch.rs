@@ -13,12 +13,13 @@ use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use sluice_schemas::{FAR_TIME_MARK, PackedRow, Partition, Registry};
 
-use crate::{
-    columnar::encode_parquet,
-    error::Result,
-    errors::{ErrorRecord, PROCESSING_FAILED},
-    lake::Lake,
+use sluice_lake::{
+    Lake,
+    encode::encode_parquet,
+    error_record::{ErrorRecord, PROCESSING_FAILED},
 };
+
+use crate::error::Result;
 
 /// Buffering hints.
 #[derive(Debug, Clone, Copy)]
@@ -317,15 +318,15 @@ impl Batcher {
 
 #[cfg(test)]
 mod tests {
-    use sluice_schemas::Row;
+    use sluice_schemas::{PartitionValue, Row};
 
     use super::*;
 
     fn row_item(hour: u8) -> Item {
         let partition = Partition {
-            environment: "prod".into(),
-            organization: "1".into(),
-            logtype: "web".into(),
+            environment: PartitionValue::new("prod").expect("valid"),
+            organization: PartitionValue::new("1").expect("valid"),
+            logtype: PartitionValue::new("web").expect("valid"),
             year: 2025,
             month: 1,
             day: 1,

@@ -5,26 +5,12 @@ use std::path::PathBuf;
 /// What went wrong in ingest, delivery, import or replay.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// A lake URL could not be understood.
-    #[error("lake URL {url:?}: {reason}")]
-    LakeUrl {
-        /// The URL as given.
-        url: String,
-        /// Why it is not usable.
-        reason: String,
-    },
+    /// The lake failed (its storage, a Parquet file, a lock).
+    #[error(transparent)]
+    Lake(#[from] sluice_lake::Error),
     /// The object store failed.
     #[error("lake storage: {0}")]
     Store(#[from] object_store::Error),
-    /// Writing Parquet failed.
-    #[error("writing Parquet: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
-    /// Building Arrow data failed.
-    #[error("building Arrow data: {0}")]
-    Arrow(#[from] arrow_schema::ArrowError),
     /// A file or the write-ahead log could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -41,7 +27,7 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// Another process owns what this one needs (a log folder, a lake).
+    /// Another process holds the log folder.
     #[error("{what} is in use by another sluice process ({holder}); {fix}")]
     InUse {
         /// What is taken.
@@ -62,10 +48,21 @@ pub enum Error {
         /// Why the rest were not.
         reason: String,
     },
-    /// The pipeline is shutting down or a worker stopped.
-    #[error("the delivery stream has stopped: {0}")]
-    Stopped(String),
-    /// A JSON document could not be read.
+    /// The log cannot be written now (an earlier write failed and the disk has no room yet).
+    #[error("the write-ahead log cannot be written: {0}")]
+    LogFailed(String),
+    /// The pipeline is shutting down, or one of its parts stopped.
+    #[error("{0} has stopped")]
+    Stopped(&'static str),
+    /// A task on the blocking pool ended without its result.
+    #[error("{what}: {source}")]
+    Task {
+        /// What the task did.
+        what: &'static str,
+        /// Why it ended.
+        source: tokio::task::JoinError,
+    },
+    /// A JSON document could not be read or written.
     #[error("{what}: {source}")]
     Json {
         /// What was being read.
@@ -73,9 +70,6 @@ pub enum Error {
         /// The underlying error.
         source: serde_json::Error,
     },
-    /// An HTTP request failed.
-    #[error("{0}")]
-    Http(String),
     /// A CSV file could not be read.
     #[error("CSV {path}: {source}")]
     Csv {
@@ -84,9 +78,6 @@ pub enum Error {
         /// The underlying error.
         source: csv::Error,
     },
-    /// `sluice compact` cannot run or cannot merge a folder.
-    #[error("compaction: {0}")]
-    Compaction(String),
 }
 
 impl Error {
@@ -94,6 +85,11 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { path, source }
+    }
+
+    /// A blocking task doing `what` that ended without its result.
+    pub fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| Self::Task { what, source }
     }
 }
 

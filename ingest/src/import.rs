@@ -21,11 +21,11 @@ use sha2::{Digest, Sha256};
 use sluice_partitioner::{Outcome, Partitioner};
 use sluice_schemas::{Context, record_id_at};
 
+use sluice_lake::{Lake, error_record::ErrorRecord};
+
 use crate::{
     batch::{Batcher, BufferHints, Item},
     error::{Error, Result},
-    errors::ErrorRecord,
-    lake::Lake,
 };
 
 /// The registry entry of one imported file.
@@ -247,7 +247,7 @@ pub async fn import_file(
 ) -> Result<ImportOutcome> {
     let p = path.to_owned();
     let (sha, size) =
-        tokio::task::spawn_blocking(move || sha256_file(&p)).await.map_err(|e| Error::Stopped(e.to_string()))??;
+        tokio::task::spawn_blocking(move || sha256_file(&p)).await.map_err(Error::task("hashing the file"))??;
     let reg_key = lake.key(&format!("_sluice/imports/{sha}.json"));
     match lake.store().get(&reg_key).await {
         Ok(r) => {
@@ -263,7 +263,7 @@ pub async fn import_file(
     let mut writer = LakeWriter::new(lake, partitioner, memory_budget, format!("import-{}", &sha[..16]));
     let (mut accepted, mut rejected) = (0u64, 0u64);
     // Parse on a blocking thread, in chunks, and write from here.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<(u64, Item)>>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(u64, Item)>>(4);
     let p = path.to_owned();
     let part = partitioner.clone();
     let source = format!("import:{sha}");
@@ -278,24 +278,19 @@ pub async fn import_file(
             };
             chunk.push((line, item));
             if chunk.len() >= 4096 {
-                tx.blocking_send(Ok(std::mem::take(&mut chunk))).map_err(|_| Error::Stopped("import writer".into()))?;
+                tx.blocking_send(std::mem::take(&mut chunk)).map_err(|_| Error::Stopped("the import's writer"))?;
             }
             Ok(())
         });
-        match res {
-            Ok(n) => {
-                tx.blocking_send(Ok(chunk)).ok();
-                Ok(n)
-            }
-            Err(e) => {
-                tx.blocking_send(Err(Error::Stopped(e.to_string()))).ok();
-                Err(e)
-            }
+        // On an error the writer sees the channel close, and the error comes from this task.
+        if res.is_ok() {
+            tx.blocking_send(chunk).ok();
         }
+        res
     });
     let mut read = 0u64;
     while let Some(chunk) = rx.recv().await {
-        for (line, item) in chunk? {
+        for (line, item) in chunk {
             match &item {
                 Item::Row { .. } => accepted += 1,
                 Item::Error(_) => rejected += 1,
@@ -305,7 +300,7 @@ pub async fn import_file(
         }
         progress(read);
     }
-    let records = reader.await.map_err(|e| Error::Stopped(e.to_string()))??;
+    let records = reader.await.map_err(Error::task("reading the file"))??;
     writer.finish().await?;
     let entry = Imported {
         path: path.display().to_string(),

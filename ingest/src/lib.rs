@@ -1,18 +1,22 @@
+//! The embedded delivery stream of sluice (DESIGN.md §5): what SNS, Firehose and the Lambda do,
+//! in one process.
+//!
+//! ```text
+//! POST /v1/logs ─► server ─► body (NDJSON, array, gzip) ─► stream::Pipeline::ingest
+//!                                 transform (sluice-partitioner) ─► wal (group commit, fsync) ─► 200
+//!                                 stream: batch buffers per partition ─► Parquet in the lake (sluice-lake)
+//! sluice import ─► import ─┘      sluice replay ─► replay (error output back through the transform)
+//! ```
+
 pub mod batch;
 pub mod body;
-pub mod client;
-pub mod columnar;
-pub mod compact;
-pub mod config;
-pub mod error;
-pub mod errors;
 pub mod import;
-pub mod lake;
-pub mod lock;
 pub mod metrics;
 pub mod replay;
-pub mod serve;
 pub mod server;
-pub mod sns;
 pub mod stream;
 pub mod wal;
+
+mod error;
+
+pub use error::{Error, Result};

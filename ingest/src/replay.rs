@@ -16,13 +16,12 @@ use object_store::{ObjectStoreExt, path::Path};
 use sluice_partitioner::{Outcome, Partitioner};
 use sluice_schemas::{Context, ReasonCode, record_id, record_id_at};
 
+use sluice_lake::{Lake, error_record::ErrorRecord, lock::LakeLock};
+
 use crate::{
     batch::Item,
     error::{Error, Result},
-    errors::ErrorRecord,
     import::LakeWriter,
-    lake::Lake,
-    lock::LakeLock,
 };
 
 /// What a replay did.
@@ -61,7 +60,7 @@ pub async fn replay(
     let lock = LakeLock::acquire(lake, "replay").await?;
     let result = tokio::select! {
         r = replay_files(lake, partitioner, memory_budget, progress) => r,
-        () = lock.lost() => Err(Error::Stopped("the lease on the lake was lost to another process".into())),
+        () = lock.lost() => Err(sluice_lake::Error::LeaseLost.into()),
     };
     lock.release().await?;
     result

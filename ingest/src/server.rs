@@ -4,15 +4,19 @@
 use std::sync::Arc;
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use serde::Serialize;
 use serde_json::json;
-use sluice_auth::{Principal, slots::Slots};
+use sluice_auth::{
+    ApiError, Role,
+    routes::{Access, RateClass, Routes},
+    slots::Slots,
+};
+use sluice_schemas::Caller;
 
 use crate::{
     body::{self, BodyError},
@@ -45,43 +49,15 @@ struct AppState {
     receiving: Slots,
 }
 
-/// An API error: a status, a stable code and a message that says what to do.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
-        if let Some(s) = self.retry_after {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        r
-    }
-}
-
-impl From<BodyError> for ApiError {
-    fn from(e: BodyError) -> Self {
-        let (status, code) = match e {
-            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            BodyError::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
-            BodyError::BadGzip(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
-            BodyError::BadArray(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
-            BodyError::TooManyRecords { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_records"),
-        };
-        Self::new(status, code, e.to_string())
-    }
+/// The answer to a body that cannot be read.
+fn body_error(e: BodyError) -> ApiError {
+    let (status, code) = match e {
+        BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        BodyError::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
+        BodyError::BadGzip(_) | BodyError::BadArray(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+        BodyError::TooManyRecords { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_records"),
+    };
+    ApiError::new(status, code, e.to_string())
 }
 
 fn overloaded(o: Overload) -> ApiError {
@@ -96,7 +72,7 @@ fn overloaded(o: Overload) -> ApiError {
             "the write-ahead log cannot be written (see the server log); retry later or on another node"
         }
     };
-    ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message) }
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).retry_after(1)
 }
 
 /// One rejected record in the answer.
@@ -123,7 +99,7 @@ struct IngestAnswer {
 
 async fn ingest(
     State(app): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     req: Request,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let headers = req.headers().clone();
@@ -132,11 +108,10 @@ async fn ingest(
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
         && len > limit
     {
-        return Err(BodyError::TooLarge { limit, decompressed: false }.into());
+        return Err(body_error(BodyError::TooLarge { limit, decompressed: false }));
     }
-    let receiving = app.receiving.take(&principal.owner_key()).await.map_err(|_| ApiError {
-        retry_after: Some(1),
-        ..ApiError::new(
+    let receiving = app.receiving.take(&caller.owner_key()).await.map_err(|_| {
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_uploads",
             format!(
@@ -144,13 +119,14 @@ async fn ingest(
                  finish, then retry after the Retry-After seconds"
             ),
         )
+        .retry_after(1)
     })?;
     let raw = axum::body::to_bytes(req.into_body(), limit as usize).await.map_err(|e| {
         let e = e.into_inner();
         if sluice_auth::http::is_body_timeout(&*e) {
             ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", e.to_string())
         } else {
-            ApiError::from(BodyError::TooLarge { limit, decompressed: false })
+            body_error(BodyError::TooLarge { limit, decompressed: false })
         }
     })?;
     drop(receiving);
@@ -176,15 +152,15 @@ async fn ingest(
         }
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(body_error)?;
     app.pipeline.metrics().bytes_in.fetch_add(decoded.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let result = app.pipeline.ingest(decoded, shape, principal.orgs).await.map_err(|e| {
+    let result = app.pipeline.ingest(decoded, shape, caller.orgs).await.map_err(|e| {
         tracing::warn!(error = %e, "ingest failed");
         match e {
-            Error::Partial { .. } => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
-            },
+            Error::Partial { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string()).retry_after(1)
+            }
             _ => match app.pipeline.overload() {
                 Some(o) => overloaded(o),
                 None => overloaded(Overload::LogFailed),
@@ -210,10 +186,10 @@ fn content_type(h: &HeaderMap) -> Option<String> {
 
 async fn flush(
     State(app): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     app.pipeline
-        .flush_orgs(principal.orgs)
+        .flush_orgs(caller.orgs)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", e.to_string()))?;
     Ok(Json(json!({"flushed": true})))
@@ -230,11 +206,6 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.pipeline.metrics().render()).into_response()
 }
 
-/// The answer to an unknown path.
-pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see the README for the API")
-}
-
 /// Request bodies processed at once (more wait for a turn).
 pub const CONCURRENT_BODIES: usize = 8;
 /// Request bodies received at once (more wait for a turn).
@@ -243,18 +214,18 @@ pub const RECEIVING: usize = 64;
 pub const RECEIVING_PER_CALLER: usize = 8;
 
 /// The ingest routes.
-pub fn router(pipeline: Pipeline, limits: BodyLimits) -> Router {
+pub fn routes(pipeline: Pipeline, limits: BodyLimits) -> Routes {
     let state = Arc::new(AppState {
         pipeline,
         limits,
         bodies: tokio::sync::Semaphore::new(CONCURRENT_BODIES),
         receiving: Slots::new(RECEIVING, RECEIVING_PER_CALLER),
     });
-    Router::new()
-        .route("/v1/logs", post(ingest))
-        .route("/v1/flush", post(flush))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let write = Access::new(Role::LogsWrite, RateClass::Ingest);
+    Routes::new()
+        .route(Method::POST, "/v1/logs", write, ingest)
+        .route(Method::POST, "/v1/flush", write, flush)
+        .open(Method::GET, "/healthz", healthz)
+        .open(Method::GET, "/metrics", metrics)
         .with_state(state)
-        .fallback(not_found)
 }

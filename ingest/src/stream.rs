@@ -29,20 +29,23 @@ use std::{
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use object_store::path::Path;
-use sluice_auth::Orgs;
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, RECORD_ID_LEN, ReasonCode, Registry, Rejection, record_id_at};
+use sluice_schemas::{Context, Orgs, RECORD_ID_LEN, ReasonCode, Registry, Rejection, record_id_at};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinSet,
+};
+
+use sluice_lake::{
+    Lake,
+    error_record::ErrorRecord,
+    write::{StagedFile, commit_groups},
 };
 
 use crate::{
     batch::{Batcher, BufferHints, Item, Job, Target},
     body::{Records, Shape},
     error::{Error, Result},
-    errors::ErrorRecord,
-    lake::{Lake, StagedFile},
     metrics::Metrics,
     wal::{Entry, LogDir, Recovery, Wal, WalConfig},
 };
@@ -293,7 +296,7 @@ impl Backoff {
         Self(Duration::from_millis(100))
     }
 
-    async fn wait(&mut self, metrics: &Metrics, what: &str, error: &Error) {
+    async fn wait(&mut self, metrics: &Metrics, what: &str, error: &(dyn std::error::Error + Sync)) {
         metrics.flush_retries.fetch_add(1, Relaxed);
         tracing::error!(%error, retry_in_ms = self.0.as_millis() as u64, "{what} failed; retrying");
         tokio::time::sleep(self.0).await;
@@ -313,16 +316,15 @@ impl Pipeline {
         let partitioner = Arc::new(partitioner);
         let registry = partitioner.contract().registry.clone();
         let dir = config.wal.dir.clone();
-        let log = tokio::task::spawn_blocking(move || LogDir::lock(&dir))
-            .await
-            .map_err(|e| Error::Stopped(e.to_string()))??;
+        let log =
+            tokio::task::spawn_blocking(move || LogDir::lock(&dir)).await.map_err(Error::task("locking the log"))??;
         let id = log.id().to_owned();
         let (tx, rx) = mpsc::channel::<Msg>(64);
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         let (committed_tx, committed_rx) = mpsc::unbounded_channel();
         let group_commit = lake.group_commit_device();
         if let (Some(_), Some(root)) = (group_commit, lake.local_root()) {
-            tokio::spawn(crate::lake::commit_groups(root.to_path_buf(), commit_rx, committed_tx));
+            tokio::spawn(commit_groups(root.to_path_buf(), commit_rx, committed_tx));
         }
         // Delivery runs while the log is read, so recovering a large log stays within memory.
         let delivery = Delivery {
@@ -393,12 +395,12 @@ impl Pipeline {
             )
         })
         .await
-        .map_err(|e| Error::Stopped(e.to_string()))??;
+        .map_err(Error::task("opening the log"))??;
         // Through the same channel as the recovered records, after the last of them: delivery
         // trims the log only once every recovered record is in its buffers.
         tx.send(Msg::Handover { wal: wal.clone(), next_seq: recovery.next_seq })
             .await
-            .map_err(|_| Error::Stopped("delivery".into()))?;
+            .map_err(|_| Error::Stopped("delivery"))?;
         tracing::info!(log = %config.wal.dir.display(), recovered = recovery.entries, "write-ahead log open");
         let inner = Inner {
             partitioner,
@@ -467,7 +469,7 @@ impl Pipeline {
                 (chunk, records, index, result)
             })
             .await
-            .map_err(|e| Error::Stopped(e.to_string()))?;
+            .map_err(Error::task("transforming records"))?;
             let (entries, items, more);
             ((entries, items, more), records, index, result) = chunk;
             if !entries.is_empty() {
@@ -512,8 +514,8 @@ impl Pipeline {
     /// every tenant, is flushed with `Orgs::All` and by age.
     pub async fn flush_orgs(&self, scope: Orgs) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.inner.tx.send(Msg::Flush(scope, tx)).await.map_err(|_| Error::Stopped("delivery".into()))?;
-        rx.await.map_err(|_| Error::Stopped("delivery".into()))
+        self.inner.tx.send(Msg::Flush(scope, tx)).await.map_err(|_| Error::Stopped("delivery"))?;
+        rx.await.map_err(|_| Error::Stopped("delivery"))
     }
 
     /// Flushes everything and stops the delivery task.

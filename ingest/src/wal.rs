@@ -365,12 +365,8 @@ impl<T: Send + 'static> Wal<T> {
     /// the others follow it. `payload` goes to the sink, in sequence order, before this returns.
     pub async fn append(&self, entries: Vec<Entry>, payload: T) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Append { entries, payload, reply })
-            .map_err(|_| Error::Stopped("write-ahead log writer".into()))?;
-        rx.await
-            .map_err(|_| Error::Stopped("write-ahead log writer".into()))?
-            .map_err(|e| Error::Stopped(format!("write-ahead log: {e}")))
+        self.tx.send(Append { entries, payload, reply }).map_err(|_| Error::Stopped("the write-ahead log's writer"))?;
+        rx.await.map_err(|_| Error::Stopped("the write-ahead log's writer"))?.map_err(Error::LogFailed)
     }
 }
 
@@ -438,19 +434,6 @@ const MIN_FREE_BYTES: u64 = 8 << 20;
 
 /// How often a failed log checks whether it can write again.
 const RECOVER_EVERY: Duration = Duration::from_millis(500);
-
-/// Bytes an unprivileged process may still write on the filesystem of `dir`.
-#[cfg(target_os = "linux")]
-pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let s = rustix::fs::statvfs(dir).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize))
-}
-
-/// Bytes an unprivileged process may still write on the filesystem of `dir` (unknown here).
-#[cfg(not(target_os = "linux"))]
-pub fn free_bytes(_dir: &Path) -> Option<u64> {
-    None
-}
 
 struct Writer {
     shared: Arc<Shared>,
@@ -560,7 +543,7 @@ impl Writer {
 
     fn write(&mut self, buf: &[u8]) -> Result<()> {
         if self.failed() {
-            return Err(Error::Stopped("the log cannot be written yet (an earlier write failed)".into()));
+            return Err(Error::LogFailed("an earlier write failed and the disk has no room yet".into()));
         }
         let path = segment_path(&self.shared.dir, self.first_seq);
         let written = self.file.write_all(buf).and_then(|()| self.file.sync_data());
@@ -584,7 +567,7 @@ impl Writer {
     /// its last good entry and, if it holds entries, goes on in a new segment (the pages of a
     /// failed write are not trusted). Takes appends again when that worked.
     fn recover(&mut self) {
-        if free_bytes(&self.shared.dir).is_some_and(|free| free < MIN_FREE_BYTES) {
+        if sluice_lake::write::free_bytes(&self.shared.dir).is_some_and(|free| free < MIN_FREE_BYTES) {
             return;
         }
         let path = segment_path(&self.shared.dir, self.first_seq);

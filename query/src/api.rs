@@ -4,25 +4,28 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     body::Body,
     extract::{
         Path, Query, State,
         rejection::{JsonRejection, QueryRejection},
     },
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, Method, StatusCode, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
-    routing::{get, post},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_auth::{Orgs, Principal};
+use sluice_auth::{
+    ApiError, Role,
+    routes::{Access, RateClass, Routes},
+};
+use sluice_schemas::Orgs;
 
 use crate::{
     error::Error,
@@ -37,28 +40,8 @@ pub struct QueryApi {
     pub executions: Executions,
 }
 
-/// An API error: status, stable code, message.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, &'static str, String);
-
 /// Seconds a caller refused for running too many queries is told to wait.
 const BUSY_RETRY_AFTER: u64 = 1;
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.2)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.0, Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response();
-        if self.0 == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER));
-        }
-        r
-    }
-}
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -69,20 +52,21 @@ impl From<Error> for ApiError {
             e if e.is_user_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self(status, info.code, info.message)
+        let e = ApiError::new(status, info.code, info.message);
+        if status == StatusCode::TOO_MANY_REQUESTS { e.retry_after(BUSY_RETRY_AFTER) } else { e }
     }
 }
 
 fn not_found(what: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "not_found", format!("no such {what} (or it expired)"))
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what} (or it expired)"))
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "invalid_request", message.into())
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message.into())
 }
 
 /// The caller, as the gate verified it (see `sluice_auth::gate`).
-type Caller = Extension<Principal>;
+type Caller = Extension<sluice_schemas::Caller>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,13 +134,13 @@ async fn query_results(
     match status.state {
         ExecState::Succeeded => {}
         ExecState::Running => {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_ready",
-                "the query is still running; poll GET /v1/queries/{id}".into(),
+                "the query is still running; poll GET /v1/queries/{id}",
             ));
         }
-        _ => return Err(ApiError(StatusCode::CONFLICT, "no_results", format!("the query is {:?}", status.state))),
+        _ => return Err(ApiError::new(StatusCode::CONFLICT, "no_results", format!("the query is {:?}", status.state))),
     }
     let page_size = p.page_size.unwrap_or(100).clamp(1, 10_000);
     let offset = match &p.cursor {
@@ -279,7 +263,8 @@ async fn search(
     };
     let sql = search_sql(&p, after.as_ref().map(|(t, r)| (t.as_str(), r.as_str())), page_size + 1)?;
     let _running = api.executions.admit(&caller.owner_key())?;
-    let batches = api.executions.engine().scoped(caller.orgs).query(&sql, None).await?;
+    let batches =
+        api.executions.engine().scoped(caller.orgs.clone()).for_caller(&caller.owner_key()).query(&sql, None).await?;
     let mut rows: Vec<Value> = batches.iter().flat_map(batch_objects).collect();
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
@@ -297,7 +282,7 @@ async fn trace(
 ) -> Result<Json<Value>, ApiError> {
     let lit = sql_string(&id)?;
     let _running = api.executions.admit(&caller.owner_key())?;
-    let engine = api.executions.engine().scoped(caller.orgs);
+    let engine = api.executions.engine().scoped(caller.orgs.clone()).for_caller(&caller.owner_key());
     let records = engine
         .query(
             &format!(
@@ -527,7 +512,7 @@ async fn export_download(
     let s =
         api.executions.status(&id, &owner).filter(|s| s.output == Output::Csv).ok_or_else(|| not_found("export"))?;
     if s.state != ExecState::Succeeded {
-        return Err(ApiError(StatusCode::CONFLICT, "not_ready", format!("the export is {:?}", s.state)));
+        return Err(ApiError::new(StatusCode::CONFLICT, "not_ready", format!("the export is {:?}", s.state)));
     }
     if let Some(url) = &s.presigned_url {
         return Ok(axum::response::Redirect::temporary(url).into_response());
@@ -544,18 +529,23 @@ async fn export_download(
     Ok(r)
 }
 
-/// The query routes.
-pub fn router(api: QueryApi) -> Router {
-    Router::new()
-        .route("/v1/queries", post(start_query))
-        .route("/v1/queries/{id}", get(query_status).delete(cancel_query))
-        .route("/v1/queries/{id}/results", get(query_results))
-        .route("/v1/search", get(search))
-        .route("/v1/trace/{id}", get(trace))
-        .route("/v1/exports", post(start_export))
-        .route("/v1/exports/{id}", get(export_status))
-        .route("/v1/exports/{id}/events", get(export_events))
-        .route("/v1/exports/{id}/download", get(export_download))
+/// The query routes, each with the role it needs.
+pub fn routes(api: QueryApi) -> Routes {
+    let read = Access::new(Role::LogsRead, RateClass::Query);
+    let follow = Access::unmetered(Role::LogsRead);
+    let export = Access::new(Role::ExportsWrite, RateClass::Query);
+    let download = Access::unmetered(Role::ExportsWrite);
+    Routes::new()
+        .route(Method::POST, "/v1/queries", read, start_query)
+        .route(Method::GET, "/v1/queries/{id}", follow, query_status)
+        .route(Method::DELETE, "/v1/queries/{id}", follow, cancel_query)
+        .route(Method::GET, "/v1/queries/{id}/results", follow, query_results)
+        .route(Method::GET, "/v1/search", read, search)
+        .route(Method::GET, "/v1/trace/{id}", read, trace)
+        .route(Method::POST, "/v1/exports", export, start_export)
+        .route(Method::GET, "/v1/exports/{id}", download, export_status)
+        .route(Method::GET, "/v1/exports/{id}/events", download, export_events)
+        .route(Method::GET, "/v1/exports/{id}/download", download, export_download)
         .with_state(Arc::new(api))
 }
 

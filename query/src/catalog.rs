@@ -45,9 +45,8 @@ use datafusion::{
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
-use sluice_auth::Orgs;
 use sluice_schemas::{
-    HOUR_SLACK_HOURS, PARTITION_INDEX, Registry, arrow_schema, is_far_time_file, partition_columns,
+    HOUR_SLACK_HOURS, Orgs, PARTITION_INDEX, Registry, arrow_schema, is_far_time_file, partition_columns,
     validate_partition_value,
 };
 
@@ -109,7 +108,7 @@ impl LakeTable {
     async fn scan_roots(&self, filters: &[Expr]) -> datafusion::error::Result<Vec<Vec<String>>> {
         let mut pins = pinned_values(filters);
         if let Orgs::Some(orgs) = &self.scope {
-            let allowed: BTreeSet<String> = orgs.iter().cloned().collect();
+            let allowed: BTreeSet<String> = orgs.iter().map(ToString::to_string).collect();
             let orgs = match pins.remove("organization") {
                 Some(p) => p.intersection(&allowed).cloned().collect(),
                 None => allowed,

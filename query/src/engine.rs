@@ -31,9 +31,8 @@ use datafusion::{
 };
 use futures::StreamExt;
 use object_store::ObjectStore;
-use sluice_auth::Orgs;
-use sluice_ingest::compact::LiveView;
-use sluice_schemas::Registry;
+use sluice_lake::{Lake, live::LiveView};
+use sluice_schemas::{Orgs, Registry};
 use url::Url;
 
 use crate::{
@@ -91,28 +90,12 @@ pub struct Engine {
     scope: Orgs,
     /// The memory every query of this engine shares.
     memory: Arc<GreedyMemoryPool>,
+    /// The memory the queries of each caller share (half of `memory`), by caller.
+    callers: Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<GreedyMemoryPool>>>>,
+    /// The pool of the caller this engine runs queries for, if any.
+    caller: Option<Arc<GreedyMemoryPool>>,
     /// The scalar functions, bounded ([`crate::limits::bounded_functions`]).
     functions: Arc<Vec<ScalarUDF>>,
-}
-
-/// Opens an object store for a lake URL (a folder, `file://…`, or `s3://bucket/prefix`) and
-/// returns it with the normalized URL of the lake root.
-pub async fn open_store(lake: &str) -> Result<(Arc<dyn ObjectStore>, Url)> {
-    let bad = |reason: String| Error::Lake { url: lake.to_owned(), reason };
-    if let Some(location) = sluice_aws::S3Location::parse(lake) {
-        let location = location.map_err(bad)?;
-        let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
-        let url = Url::parse(&format!("{}/", lake.trim_end_matches('/'))).map_err(|e| bad(e.to_string()))?;
-        return Ok((Arc::new(store), url));
-    }
-    if lake.contains("://") && !lake.starts_with("file://") {
-        return Err(bad("unsupported scheme; use a path, file:///path or s3://bucket/prefix".into()));
-    }
-    let path = std::path::PathBuf::from(lake.strip_prefix("file://").unwrap_or(lake));
-    let root =
-        path.canonicalize().map_err(|e| bad(format!("{e}; is this the lake folder (the one holding logs/)?")))?;
-    let url = Url::from_directory_path(&root).map_err(|()| bad("not an absolute path".into()))?;
-    Ok((Arc::new(object_store::local::LocalFileSystem::new()), url))
 }
 
 /// Checks SQL text before it reaches the planner.
@@ -227,9 +210,15 @@ pub fn fuzz_sql_guard(data: &[u8]) {
 }
 
 impl Engine {
-    /// An engine over the lake at `lake` (see [`open_store`]).
+    /// An engine over the lake at the URL `lake` (a folder, `file://…`, or `s3://bucket/prefix`;
+    /// the same rules as every command, [`Lake::open_existing`]).
     pub async fn open(lake: &str, registry: Registry, config: EngineConfig) -> Result<Self> {
-        let (store, url) = open_store(lake).await?;
+        Self::for_lake(&Lake::open_existing(lake).await?, registry, config)
+    }
+
+    /// An engine over `lake`.
+    pub fn for_lake(lake: &Lake, registry: Registry, config: EngineConfig) -> Result<Self> {
+        let (store, url) = lake.engine_store()?;
         Self::with_store(store, url, registry, config)
     }
 
@@ -248,13 +237,39 @@ impl Engine {
         let memory = Arc::new(GreedyMemoryPool::new(config.total_memory_limit.max(config.memory_limit)));
         let defaults = SessionStateBuilder::new().with_default_features().build();
         let functions = Arc::new(bounded_functions(defaults.scalar_functions().values()));
-        Ok(Self { url, logs_url, store, registry, config, caches, scope: Orgs::All, memory, functions })
+        Ok(Self {
+            url,
+            logs_url,
+            store,
+            registry,
+            config,
+            caches,
+            scope: Orgs::All,
+            memory,
+            callers: Arc::default(),
+            caller: None,
+            functions,
+        })
     }
 
     /// The same engine seeing only the organizations of `scope`: every table of its sessions
     /// (`logs`, the `logs_<type>` views, `events`) is rooted at those organizations' partitions.
     pub fn scoped(&self, scope: Orgs) -> Self {
         Self { scope, ..self.clone() }
+    }
+
+    /// The same engine running queries for `caller` (an owner key): its queries running at
+    /// once share half of the memory of all queries, so one caller never takes all of it.
+    pub fn for_caller(&self, caller: &str) -> Self {
+        let mut callers = self.callers.lock().expect("callers lock");
+        callers.retain(|_, p| p.strong_count() > 0);
+        let pool = callers.get(caller).and_then(std::sync::Weak::upgrade).unwrap_or_else(|| {
+            let limit = (self.config.total_memory_limit / 2).max(self.config.memory_limit);
+            let pool = Arc::new(GreedyMemoryPool::new(limit));
+            callers.insert(caller.to_owned(), Arc::downgrade(&pool));
+            pool
+        });
+        Self { caller: Some(pool), ..self.clone() }
     }
 
     /// The organizations this engine sees.
@@ -280,7 +295,10 @@ impl Engine {
             .with_file_statistics_cache(self.caches.get_file_statistic_cache())
             .with_file_metadata_cache(Some(self.caches.get_file_metadata_cache()));
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(QueryPool::new(self.config.memory_limit, Arc::clone(&self.memory))))
+            .with_memory_pool(Arc::new(QueryPool::new(
+                self.config.memory_limit,
+                self.caller.iter().chain([&self.memory]).cloned().collect(),
+            )))
             .with_cache_manager(caches)
             .build_arc()?;
         let config = SessionConfig::new()

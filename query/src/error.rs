@@ -29,6 +29,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The lake failed (its storage, a footer).
+    #[error(transparent)]
+    Store(#[from] sluice_lake::Error),
     /// The engine failed (I/O, a bug): not the user's fault.
     #[error("query engine: {0}")]
     Engine(String),

@@ -29,10 +29,8 @@ use datafusion::{
 };
 use futures::StreamExt;
 use serde::Serialize;
-use sluice_auth::{
-    Orgs,
-    slots::{Full, Slot, Slots},
-};
+use sluice_auth::slots::{Full, Slot, Slots};
+use sluice_schemas::Orgs;
 use tokio::sync::watch;
 
 use crate::{
@@ -135,7 +133,7 @@ impl From<&Error> for ErrorInfo {
             Error::Limit(_) => "limit_exceeded",
             Error::Cancelled => "cancelled",
             Error::Busy(_) => "too_many_queries",
-            Error::Lake { .. } | Error::Engine(_) => "internal",
+            Error::Lake { .. } | Error::Store(_) | Error::Engine(_) => "internal",
         };
         if !e.is_user_error() {
             // The details (paths of the server, say) go to the server's log, not to the caller.
@@ -338,7 +336,7 @@ impl Executions {
             Some(format!("this token's results take {} MiB of disk, its quota", c.quota_per_owner >> 20))
         } else if usage.total + bytes > c.quota_total {
             Some(format!("the results of all callers take {} MiB of disk, the server's limit", c.quota_total >> 20))
-        } else if sluice_ingest::wal::free_bytes(&c.dir).is_some_and(|free| free < c.reserve + bytes) {
+        } else if sluice_lake::write::free_bytes(&c.dir).is_some_and(|free| free < c.reserve + bytes) {
             Some(format!(
                 "the disk of the results has less than {} MiB free, which results leave to ingest",
                 c.reserve >> 20
@@ -421,7 +419,7 @@ impl Executions {
             }
             Some(athena) => Work::Athena(athena.clone(), athena.start(sql).await?),
             None => {
-                let (plan, task) = self.engine.scoped(scope.clone()).plan(sql).await?;
+                let (plan, task) = self.engine.scoped(scope.clone()).for_caller(owner).plan(sql).await?;
                 Work::Plan(plan, task)
             }
         };

@@ -1,7 +1,8 @@
 //! What a query may take from the server, and all queries together.
 //!
-//! * **Memory.** Each query has a pool of its own ([`QueryPool`]) inside one pool shared by
-//!   every query of the server: an operator that wants more than either is refused
+//! * **Memory.** Each query has a pool of its own ([`QueryPool`]) inside a pool of its caller's
+//!   (half the server's, so one caller never takes all of it from the others) inside one pool
+//!   shared by every query of the server: an operator that wants more than any is refused
 //!   (`ResourcesExhausted`, a `limit_exceeded` error) instead of the server running out.
 //! * **Functions that make big values from small ones** (`repeat('x', 1e10)`, `lpad(s, 1e10)`,
 //!   `range(0, 1e12)`, …) allocate their output outside any pool. Every scalar function of a
@@ -33,18 +34,20 @@ use datafusion::{
     },
 };
 
-/// The memory pool of one query: its own limit, inside the pool all queries share.
+/// The memory pool of one query: its own limit, inside the pools it shares with other queries
+/// (those of its caller, then those of the whole server). Memory is taken from every level or
+/// from none.
 #[derive(Debug)]
 pub struct QueryPool {
     local: GreedyMemoryPool,
-    global: Arc<GreedyMemoryPool>,
+    shared: Vec<Arc<GreedyMemoryPool>>,
     limit: usize,
 }
 
 impl QueryPool {
-    /// A pool of `limit` bytes within `global`.
-    pub fn new(limit: usize, global: Arc<GreedyMemoryPool>) -> Self {
-        Self { local: GreedyMemoryPool::new(limit), global, limit }
+    /// A pool of `limit` bytes within each of `shared`, innermost first.
+    pub fn new(limit: usize, shared: Vec<Arc<GreedyMemoryPool>>) -> Self {
+        Self { local: GreedyMemoryPool::new(limit), shared, limit }
     }
 }
 
@@ -61,21 +64,33 @@ impl MemoryPool for QueryPool {
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.local.grow(reservation, additional);
-        self.global.grow(reservation, additional);
+        for p in &self.shared {
+            p.grow(reservation, additional);
+        }
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
         self.local.shrink(reservation, shrink);
-        self.global.shrink(reservation, shrink);
+        for p in &self.shared {
+            p.shrink(reservation, shrink);
+        }
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
         self.local.try_grow(reservation, additional)?;
-        if let Err(e) = self.global.try_grow(reservation, additional) {
-            self.local.shrink(reservation, additional);
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "the queries running on this server use all the memory they may have together ({e}); retry later"
-            )));
+        for (i, p) in self.shared.iter().enumerate() {
+            if let Err(e) = p.try_grow(reservation, additional) {
+                self.local.shrink(reservation, additional);
+                for taken in &self.shared[..i] {
+                    taken.shrink(reservation, additional);
+                }
+                let whose = if i + 1 < self.shared.len() {
+                    "this token's queries running at once use all the memory one token may have"
+                } else {
+                    "the queries running on this server use all the memory they may have together"
+                };
+                return Err(DataFusionError::ResourcesExhausted(format!("{whose} ({e}); retry later")));
+            }
         }
         Ok(())
     }
@@ -360,6 +375,28 @@ mod tests {
 
     fn scalar(v: impl Into<ScalarValue>) -> ColumnarValue {
         ColumnarValue::Scalar(v.into())
+    }
+
+    #[test]
+    fn a_query_takes_memory_from_every_level_or_none() {
+        use datafusion::execution::memory_pool::MemoryConsumer;
+        let server = Arc::new(GreedyMemoryPool::new(1000));
+        let (caller_a, caller_b) = (Arc::new(GreedyMemoryPool::new(500)), Arc::new(GreedyMemoryPool::new(500)));
+        let query = |caller: &Arc<GreedyMemoryPool>| -> Arc<dyn MemoryPool> {
+            Arc::new(QueryPool::new(400, vec![Arc::clone(caller), Arc::clone(&server)]))
+        };
+        let (a1, a2, b1) = (query(&caller_a), query(&caller_a), query(&caller_b));
+        let r1 = MemoryConsumer::new("a1").register(&a1);
+        let r2 = MemoryConsumer::new("a2").register(&a2);
+        let r3 = MemoryConsumer::new("b1").register(&b1);
+        r1.try_grow(300).expect("within every limit");
+        assert!(r1.try_grow(200).is_err(), "over the query's own limit");
+        let e = r2.try_grow(300).expect_err("over the caller's half").to_string();
+        assert!(e.contains("one token may have"), "{e}");
+        assert_eq!((caller_a.reserved(), server.reserved()), (300, 300), "nothing taken by the refused grow");
+        r3.try_grow(400).expect("another caller still has its half");
+        r1.free();
+        r2.try_grow(300).expect("freed memory comes back");
     }
 
     #[test]

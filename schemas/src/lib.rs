@@ -35,6 +35,8 @@ mod jsonschema;
 mod partition;
 mod record;
 mod registry;
+mod scope;
+mod time;
 
 pub use columns::{
     Column, ColumnType, GlueColumn, UTC, arrow_fields, arrow_schema, common_columns, event_columns, glue_columns,
@@ -44,15 +46,16 @@ pub use error::{Error, Result};
 pub use jsonschema::json_schema;
 pub use partition::{
     FAR_TIME_MARK, HOUR_SLACK_HOURS, MAX_PARTITION_VALUE_LEN, PARTITION_COLUMNS, PARTITION_INDEX,
-    PARTITION_INDEX_COMPLETE, Partition, PartitionKeys, PartitionValueError, is_far_time_file,
+    PARTITION_INDEX_COMPLETE, Partition, PartitionKeys, PartitionValue, PartitionValueError, is_far_time_file,
     validate_partition_value,
 };
 pub use record::{
     BorrowedRecord, Context, Contract, Event, ExtraValue, Extras, Limits, MAX_DEPTH, MAX_RECORD_BYTES, PackedRow,
-    RECORD_ID_LEN, ReasonCode, Record, Rejection, Row, Span, format_time, parse_epoch_millis, parse_time_str,
-    record_id, record_id_at,
+    RECORD_ID_LEN, ReasonCode, Record, Rejection, Row, Span, record_id, record_id_at,
 };
 pub use registry::{CONTRACT_FIELDS, ExtraColumn, ExtraType, LogType, Registry, snake_case};
+pub use scope::{Caller, Orgs};
+pub use time::{format_time, parse_epoch_millis, parse_time_str};
 
 #[cfg(test)]
 mod tests;

@@ -54,15 +54,74 @@ pub fn validate_partition_value(value: &str) -> Result<(), PartitionValueError> 
     Ok(())
 }
 
+/// A partition value (`environment`, `organization`, `logtype`) that follows the rule: only
+/// [`PartitionValue::new`] and deserialization make one, and both check it, so a value that
+/// could leave its folder (`..`, `a/b`, `x=y`) never reaches a path or a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PartitionValue(String);
+
+impl PartitionValue {
+    /// `value`, if it follows the partition-value rule.
+    pub fn new(value: impl Into<String>) -> Result<Self, PartitionValueError> {
+        let value = value.into();
+        validate_partition_value(&value)?;
+        Ok(Self(value))
+    }
+
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PartitionValue {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for PartitionValue {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PartitionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for PartitionValue {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PartitionValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(s.clone()).map_err(|e| serde::de::Error::custom(format!("partition value {s:?} {e}")))
+    }
+}
+
 /// The partition of one record: where it lands in the lake.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Partition {
-    /// `environment` (validated).
-    pub environment: String,
-    /// `organization` (validated).
-    pub organization: String,
-    /// `logtype` (validated and registered).
-    pub logtype: String,
+    /// `environment`.
+    pub environment: PartitionValue,
+    /// `organization`.
+    pub organization: PartitionValue,
+    /// `logtype` (registered).
+    pub logtype: PartitionValue,
     /// UTC year, 2000–9999.
     pub year: u16,
     /// Month 1–12.
@@ -130,9 +189,9 @@ impl Partition {
     /// The Firehose partition keys (`metadata.partitionKeys`), as zero-padded strings.
     pub fn keys(&self) -> PartitionKeys {
         PartitionKeys {
-            environment: self.environment.clone(),
-            organization: self.organization.clone(),
-            logtype: self.logtype.clone(),
+            environment: self.environment.to_string(),
+            organization: self.organization.to_string(),
+            logtype: self.logtype.to_string(),
             year: format!("{:04}", self.year),
             month: format!("{:02}", self.month),
             day: format!("{:02}", self.day),
@@ -155,7 +214,7 @@ impl Partition {
             out.push(b'"');
             let mut buf = [b'0'; 5];
             let width = width.max(n.checked_ilog10().map_or(1, |l| l as usize + 1));
-            crate::record::digits(&mut buf[..width], n.into());
+            crate::time::digits(&mut buf[..width], n.into());
             out.extend_from_slice(&buf[..width]);
             out.push(b'"');
         };
@@ -181,16 +240,13 @@ impl Partition {
         if parts.next().is_some() {
             return None;
         }
-        for v in [environment, organization, logtype] {
-            validate_partition_value(v).ok()?;
-        }
         let num = |s: &str, width: usize| -> Option<u16> {
             (s.len() == width && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
         };
         let p = Self {
-            environment: environment.to_owned(),
-            organization: organization.to_owned(),
-            logtype: logtype.to_owned(),
+            environment: PartitionValue::new(environment).ok()?,
+            organization: PartitionValue::new(organization).ok()?,
+            logtype: PartitionValue::new(logtype).ok()?,
             year: num(year, 4)?,
             month: u8::try_from(num(month, 2)?).ok()?,
             day: u8::try_from(num(day, 2)?).ok()?,
@@ -241,7 +297,8 @@ mod tests {
     }
 
     fn partition(env: String, org: String, lt: String, h: u8) -> Partition {
-        Partition { environment: env, organization: org, logtype: lt, year: 2024, month: 2, day: 29, hour: h }
+        let v = |s: String| PartitionValue::new(s).expect("valid");
+        Partition { environment: v(env), organization: v(org), logtype: v(lt), year: 2024, month: 2, day: 29, hour: h }
     }
 
     proptest! {
@@ -269,7 +326,7 @@ mod tests {
 
         /// The keys written straight to JSON are what `serde_json` writes for [`Partition::keys`].
         #[test]
-        fn keys_json_is_the_serialized_keys(env in "\\PC{0,8}", org in "[0-9a-z\"\\\\]{0,8}", year in 0u16..=u16::MAX, month in 0u8..=255, hour in 0u8..24) {
+        fn keys_json_is_the_serialized_keys(env in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,7}", org in "[0-9a-z][0-9a-z.]{0,7}", year in 0u16..=u16::MAX, month in 0u8..=255, hour in 0u8..24) {
             let mut p = partition(env, org, "web".into(), hour);
             p.year = year;
             p.month = month;

@@ -392,7 +392,7 @@ fn sns_publish_sends_valid_records_in_batches_and_rejects_the_rest_first() {
 
 #[test]
 fn tracing_layer_ships_a_services_own_logs_as_valid_records() {
-    use sluice_ingest::sns::{ServiceIdentity, SnsOptions, SnsPublisher, sns_layer};
+    use sluice_producer::sns::{ServiceIdentity, SnsOptions, SnsPublisher, sns_layer};
     use tracing_subscriber::layer::SubscriberExt as _;
 
     let moto = Moto::start();

@@ -112,19 +112,18 @@ fn terraform_parses_and_agrees_with_the_lake_layout_and_schema() {
         }
         assert!(!firehose_key.contains("!{"), "a key the transform does not return: {firehose_key}");
         let partition = sluice_schemas::Partition {
-            environment: keys["environment"].as_str().expect("env").into(),
-            organization: keys["organization"].as_str().expect("org").into(),
-            logtype: keys["logtype"].as_str().expect("type").into(),
+            environment: sluice_schemas::PartitionValue::new(keys["environment"].as_str().expect("env"))
+                .expect("valid"),
+            organization: sluice_schemas::PartitionValue::new(keys["organization"].as_str().expect("org"))
+                .expect("valid"),
+            logtype: sluice_schemas::PartitionValue::new(keys["logtype"].as_str().expect("type")).expect("valid"),
             year: keys["year"].as_str().expect("y").parse().expect("year"),
             month: keys["month"].as_str().expect("m").parse().expect("month"),
             day: keys["day"].as_str().expect("d").parse().expect("day"),
             hour: keys["hour"].as_str().expect("h").parse().expect("hour"),
         };
-        let lake = sluice_ingest::lake::Lake::with_store(
-            std::sync::Arc::new(object_store::memory::InMemory::new()),
-            "",
-            "memory://",
-        );
+        let lake =
+            sluice_lake::Lake::with_store(std::sync::Arc::new(object_store::memory::InMemory::new()), "", "memory://");
         let embedded = lake.data_key(&partition, "f.parquet").to_string();
         assert_eq!(format!("{firehose_key}f.parquet"), embedded);
         checked += 1;

@@ -181,7 +181,6 @@ async fn a_full_scan_lists_every_file_without_per_file_statistics() {
 async fn a_scoped_scan_lists_only_its_organizations_environments() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("lake");
-    let lake = sluice_ingest::lake::Lake::open(path.to_str().expect("utf8")).await.expect("lake");
     let mut ndjson = String::new();
     for env in 0..300 {
         ndjson.push_str(&format!(
@@ -195,22 +194,21 @@ async fn a_scoped_scan_lists_only_its_organizations_environments() {
             ));
         }
     }
-    let file = dir.path().join("records.ndjson");
-    std::fs::write(&file, ndjson).expect("write");
-    sluice_ingest::import::import_file(&lake, &sluice_partitioner::Partitioner::default(), &file, 64 << 20, |_| {})
-        .await
-        .expect("import");
+    let lake = crate::write_lake(&path, &ndjson).await;
     let url = url::Url::from_directory_path(path.canonicalize().expect("path")).expect("url");
-    let count = |store: Arc<Counting>| {
-        let url = url.clone();
-        async move {
-            let e = Engine::with_store(store, url, Registry::builtin(), EngineConfig::default()).expect("engine");
-            let scope = sluice_auth::Orgs::Some(std::collections::BTreeSet::from(["quiet".to_owned()]));
-            let b = e.scoped(scope).query("SELECT count(*) AS n FROM logs", None).await.expect("query");
-            let n = b[0].column(0).as_any().downcast_ref::<arrow_array::Int64Array>().expect("count").value(0);
-            assert_eq!(n, 10, "the quiet tenant's rows, all of them");
-        }
-    };
+    let count =
+        |store: Arc<Counting>| {
+            let url = url.clone();
+            async move {
+                let e = Engine::with_store(store, url, Registry::builtin(), EngineConfig::default()).expect("engine");
+                let scope = sluice_schemas::Orgs::Some(std::collections::BTreeSet::from([
+                    sluice_schemas::PartitionValue::new("quiet").expect("valid"),
+                ]));
+                let b = e.scoped(scope).query("SELECT count(*) AS n FROM logs", None).await.expect("query");
+                let n = b[0].column(0).as_any().downcast_ref::<arrow_array::Int64Array>().expect("count").value(0);
+                assert_eq!(n, 10, "the quiet tenant's rows, all of them");
+            }
+        };
     // Without a complete index (a lake written by Firehose, say): every environment is listed.
     let store = Arc::new(Counting::default());
     count(Arc::clone(&store)).await;

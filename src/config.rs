@@ -7,10 +7,8 @@ use serde::Deserialize;
 
 use sluice_auth::{GateConfig, JwtConfig, KeySource};
 
-use crate::{
-    batch::BufferHints,
-    error::{Error, Result},
-};
+use anyhow::{Context as _, Result, anyhow};
+use sluice_ingest::batch::BufferHints;
 
 /// One layer of settings; `None` means "not set here".
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -85,8 +83,8 @@ pub struct Partial {
 impl Partial {
     /// Reads a TOML settings file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 
     /// This layer with every value set in `over` replaced by it.
@@ -203,7 +201,7 @@ const MIB: u64 = 1024 * 1024;
 
 fn range<T: PartialOrd + std::fmt::Display + Copy>(name: &str, v: T, lo: T, hi: T, why: &str) -> Result<T> {
     if v < lo || v > hi {
-        return Err(Error::Config(format!("{name} = {v} is out of range: it must be {lo} to {hi} ({why})")));
+        return Err(anyhow!(format!("{name} = {v} is out of range: it must be {lo} to {hi} ({why})")));
     }
     Ok(v)
 }
@@ -219,7 +217,7 @@ impl Partial {
         let lake = self.lake.unwrap_or_else(|| DEFAULT_LAKE.to_owned());
         let listen_s = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_s.parse().map_err(|_| {
-            Error::Config(format!("listen = {listen_s:?} is not an address; use HOST:PORT such as {DEFAULT_LISTEN}"))
+            anyhow!(format!("listen = {listen_s:?} is not an address; use HOST:PORT such as {DEFAULT_LISTEN}"))
         })?;
         let local = |name: &str, s3: &str| {
             if lake.starts_with("s3://") {
@@ -245,14 +243,14 @@ impl Partial {
         let wal_max = range("wal_max_mib", self.wal_max_mib.unwrap_or(1024), 16, 1 << 20, "at least 16 MiB")?;
         let budget = self.memory_budget_mib.unwrap_or(512);
         if budget < 2 * size {
-            return Err(Error::Config(format!(
+            return Err(anyhow!(format!(
                 "memory_budget_mib = {budget} must be at least twice buffer_size_mib = {size}; raise the budget or lower the buffer size"
             )));
         }
         let body = range("max_body_mib", self.max_body_mib.unwrap_or(16), 1, 1024, "request body limit")?;
         let dec = self.max_decompressed_mib.unwrap_or(body * 4);
         if dec < body {
-            return Err(Error::Config(format!("max_decompressed_mib = {dec} must be at least max_body_mib = {body}")));
+            return Err(anyhow!(format!("max_decompressed_mib = {dec} must be at least max_body_mib = {body}")));
         }
         // Bulk APIs send thousands a request (Firehose 500, `sluice publish` 1,000, shippers'
         // bulk sizes a few thousand); a request of millions of tiny records (16 MB of two-byte
@@ -281,9 +279,7 @@ impl Partial {
         let query_rate = self.query_rate.unwrap_or(20.0);
         for (name, v) in [("ingest_rate", ingest_rate), ("query_rate", query_rate)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::Config(format!(
-                    "{name} = {v} must be a number of requests a second, 0 for no limit"
-                )));
+                return Err(anyhow!(format!("{name} = {v} must be a number of requests a second, 0 for no limit")));
             }
         }
         let header = range("header_timeout_secs", self.header_timeout_secs.unwrap_or(10), 1, 600, "seconds")?;
@@ -381,7 +377,7 @@ impl Partial {
         match mode {
             "none" => {
                 if !listen.ip().is_loopback() {
-                    return Err(Error::Config(format!(
+                    return Err(anyhow!(format!(
                         "auth = none is allowed only on a loopback address (127.0.0.1 or ::1), not {listen}: \
                          anyone who reaches the port could read every organization's logs. Set SLUICE_JWT_SECRET \
                          or --jwks to serve on {listen}"
@@ -390,14 +386,14 @@ impl Partial {
                 return Ok(None);
             }
             "jwt" => {}
-            other => return Err(Error::Config(format!("auth = {other:?}: use jwt (the default) or none"))),
+            other => return Err(anyhow!(format!("auth = {other:?}: use jwt (the default) or none"))),
         }
         let keys = match (&self.jwt_secret, &self.jwks) {
             (Some(_), Some(_)) => {
-                return Err(Error::Config("set one of jwt_secret (SLUICE_JWT_SECRET) and jwks, not both".into()));
+                return Err(anyhow!("set one of jwt_secret (SLUICE_JWT_SECRET) and jwks, not both"));
             }
             (Some(secret), None) => {
-                sluice_auth::token::check_secret(secret.as_bytes()).map_err(|e| Error::Config(e.0))?;
+                sluice_auth::token::check_secret(secret.as_bytes()).map_err(|e| anyhow!(e.0))?;
                 KeySource::Secret(secret.as_bytes().to_vec())
             }
             (None, Some(location)) => {
@@ -405,7 +401,7 @@ impl Partial {
                     "RS256" => sluice_auth::Algorithm::RS256,
                     "ES256" => sluice_auth::Algorithm::ES256,
                     other => {
-                        return Err(Error::Config(format!(
+                        return Err(anyhow!(format!(
                             "jwt_algorithm = {other:?}: with a JWKS use RS256 (the default) or ES256"
                         )));
                     }
@@ -413,16 +409,15 @@ impl Partial {
                 KeySource::Jwks { location: location.clone(), algorithm }
             }
             (None, None) => {
-                return Err(Error::Config(
+                return Err(anyhow!(
                     "sluice serve requires authentication: set SLUICE_JWT_SECRET (at least 32 bytes, such as the \
                      output of `openssl rand -base64 48`) or --jwks FILE|URL, then mint tokens with `sluice token`. \
                      For a trial on this machine only, use --auth none with a loopback --listen address"
-                        .into(),
                 ));
             }
         };
         if self.jwt_algorithm.is_some() && self.jwks.is_none() {
-            return Err(Error::Config("jwt_algorithm applies to a JWKS; a jwt_secret always uses HS256".into()));
+            return Err(anyhow!("jwt_algorithm applies to a JWKS; a jwt_secret always uses HS256"));
         }
         Ok(Some(JwtConfig { keys, audience: self.jwt_audience.clone(), issuer: self.jwt_issuer.clone() }))
     }

@@ -136,7 +136,7 @@ impl Publisher {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| Error::Http(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| Error::Options(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self { http, opts })
     }
 
@@ -155,7 +155,7 @@ impl Publisher {
         let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
         let sent = batches
             .map(|batch| async move {
-                let batch = batch.map_err(Error::io("input"))?;
+                let batch = batch.map_err(Error::input("the records to publish"))?;
                 let bytes = batch.bytes_read;
                 let mut s = if batch.lines.is_empty() { Summary::default() } else { self.send(batch).await? };
                 s.bytes = bytes;
@@ -168,7 +168,7 @@ impl Publisher {
             summary.merge(s?);
             progress(&summary);
         }
-        reader.await.map_err(|e| Error::Stopped(e.to_string()))?;
+        reader.await.map_err(Error::task("reading the input"))?;
         Ok(summary)
     }
 
@@ -185,8 +185,8 @@ impl Publisher {
                 e.finish()
             })
             .await
-            .map_err(|e| Error::Stopped(e.to_string()))?
-            .map_err(Error::io("gzip"))?
+            .map_err(Error::task("compressing a batch"))?
+            .map_err(Error::input("a batch to compress"))?
         } else {
             raw
         });
@@ -204,9 +204,10 @@ impl Publisher {
             }
             let wait = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    let text = resp.bytes().await.map_err(|e| Error::Http(format!("{url}: {e}")))?;
+                    let text =
+                        resp.bytes().await.map_err(|e| Error::Answer { url: url.clone(), reason: e.to_string() })?;
                     let answer: Answer = serde_json::from_slice(&text)
-                        .map_err(|e| Error::Http(format!("{url}: unreadable answer: {e}")))?;
+                        .map_err(|e| Error::Answer { url: url.clone(), reason: e.to_string() })?;
                     summary.sent += lines.len() as u64;
                     summary.accepted += answer.accepted;
                     if answer.error_counts.is_empty() {
@@ -235,22 +236,20 @@ impl Publisher {
                     after.unwrap_or(backoff)
                 }
                 Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    let hint = if status.as_u16() == 413 { " (lower --batch-bytes)" } else { "" };
-                    return Err(Error::Http(format!("{url} answered {status}{hint}: {text}")));
+                    let status = resp.status().as_u16();
+                    let body = resp.text().await.unwrap_or_default();
+                    let hint = if status == 413 { " (lower --batch-bytes or --batch-records)" } else { "" };
+                    return Err(Error::Refused { url, status, hint, body });
                 }
                 Err(e) => {
                     if attempt >= self.opts.connect_attempts {
-                        return Err(Error::Http(format!(
-                            "{url}: {e} (after {attempt} attempts); is `sluice serve` running there?"
-                        )));
+                        return Err(Error::Unreachable { url, attempts: attempt, source: e });
                     }
                     backoff
                 }
             };
             if attempt >= self.opts.max_attempts {
-                return Err(Error::Http(format!("{url} stayed overloaded for {attempt} attempts; try again later")));
+                return Err(Error::Exhausted { what: url, attempts: attempt, detail: String::new() });
             }
             summary.retries += 1;
             tokio::time::sleep(wait).await;

@@ -1,131 +1,22 @@
-//! The lake: an object store chosen by URL (a path or `file://` for local disk, `s3://bucket/prefix`
-//! for S3 or any S3-compatible store) and the key layout of DESIGN.md §2.
-
-use std::sync::Arc;
+//! Durable writes to a lake on local disk: a file is staged beside its place (`{file}#{n}`,
+//! which listings and `*.parquet` globs skip), made durable, renamed into place, and the rename
+//! made durable; or, for a writer that stages many files at once, committed in groups with one
+//! `syncfs(2)` ([`commit_groups`]). What a crashed writer staged is swept
+//! ([`Lake::sweep_staged`]).
 
 use bytes::Bytes;
-use chrono::{DateTime, Datelike, Timelike, Utc};
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, local::LocalFileSystem, path::Path};
-use sluice_schemas::{PARTITION_INDEX, PARTITION_INDEX_COMPLETE, Partition};
+use object_store::path::Path;
 
-use crate::error::{Error, Result};
-
-/// A lake: where Parquet data files and error records go.
-#[derive(Debug, Clone)]
-pub struct Lake {
-    store: Arc<dyn ObjectStore>,
-    prefix: Path,
-    url: String,
-    local_root: Option<std::path::PathBuf>,
-    /// The (environment, organization) pairs of the partition index written (or found) by
-    /// this process.
-    indexed: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
-}
-
-impl Lake {
-    /// Opens the lake at `url`: a plain path or `file://…` (created if missing), or `s3://bucket/prefix`
-    /// with region, credentials and endpoint from the standard AWS settings (`AWS_REGION`,
-    /// `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …).
-    pub async fn open(url: &str) -> Result<Self> {
-        let bad = |reason: String| Error::LakeUrl { url: url.to_owned(), reason };
-        if let Some(location) = sluice_aws::S3Location::parse(url) {
-            let location = location.map_err(bad)?;
-            let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
-            let prefix = Path::parse(&location.prefix).map_err(|e| bad(e.to_string()))?;
-            return Ok(Self {
-                store: Arc::new(store),
-                prefix,
-                url: url.to_owned(),
-                local_root: None,
-                indexed: Arc::default(),
-            });
-        }
-        if url.contains("://") && !url.starts_with("file://") {
-            return Err(bad("unsupported scheme; use a path, file:///path or s3://bucket/prefix".into()));
-        }
-        let path = std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-        std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
-        let root = path.canonicalize().map_err(Error::io(&path))?;
-        let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
-        Ok(Self {
-            store: Arc::new(store),
-            prefix: Path::default(),
-            url: root.display().to_string(),
-            local_root: Some(root),
-            indexed: Arc::default(),
-        })
-    }
-
-    /// A lake over any object store (used by tests with in-memory or counting stores).
-    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
-        Self { store, prefix: Path::from(prefix), url: url.to_owned(), local_root: None, indexed: Arc::default() }
-    }
-
-    /// The object store.
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
-    }
-
-    /// The lake's URL (an absolute path for local lakes).
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The folder on local disk, when the lake is local.
-    pub fn local_root(&self) -> Option<&std::path::Path> {
-        self.local_root.as_deref()
-    }
-
-    /// The key of `rel` (a `/`-separated path under the lake).
-    pub fn key(&self, rel: &str) -> Path {
-        let mut p = self.prefix.clone();
-        for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.join(part);
-        }
-        p
-    }
-
-    /// The key of a data file: `logs/{partition}/{name}`.
-    pub fn data_key(&self, partition: &Partition, name: &str) -> Path {
-        self.key(&format!("logs/{}/{name}", partition.path()))
-    }
-
-    /// The key of an error file: `errors/{type}/year=…/month=…/day=…/hour=…/{name}`.
-    pub fn error_key(&self, output_type: &str, hour: DateTime<Utc>, name: &str) -> Path {
-        self.key(&format!(
-            "errors/{output_type}/year={:04}/month={:02}/day={:02}/hour={:02}/{name}",
-            hour.year(),
-            hour.month(),
-            hour.day(),
-            hour.hour()
-        ))
-    }
-
-    /// Writes an object in one PUT: it becomes visible only when complete (temp + rename on disk).
-    /// On local disk the file and its folder are fsynced before this returns, so a write-ahead
-    /// log may be trimmed after it.
-    pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
-        self.index(key).await?;
-        self.put_object(key, bytes).await
-    }
-
-    async fn put_object(&self, key: &Path, bytes: Bytes) -> Result<()> {
-        let Some(root) = &self.local_root else {
-            self.store.put(key, PutPayload::from_bytes(bytes)).await?;
-            return Ok(());
-        };
-        let file = root.join(key.as_ref());
-        tokio::task::spawn_blocking(move || write_durably(&file, &bytes))
-            .await
-            .map_err(|e| Error::Stopped(e.to_string()))?
-    }
-}
+use crate::{
+    Lake,
+    error::{Error, Result},
+};
 
 /// Writes `bytes` to `file` as object_store's `LocalFileSystem` does (a staged `{file}#{n}` beside
 /// it, which its listings and `*.parquet` globs skip, renamed into place; missing folders made),
 /// and makes it durable on the way: the staged file is fsynced through the handle that wrote it,
 /// then the folder after the rename. One open a file instead of three, on one blocking thread.
-fn write_durably(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_durably(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let (f, staged, new_dirs) = write_staged(file, bytes)?;
     publish_durably(f, &staged, file, &new_dirs)
 }
@@ -189,7 +80,7 @@ fn publish_durably(
 /// commit ([`commit_groups`]) makes it durable with the others staged at the same time and
 /// renames it into place.
 #[derive(Debug)]
-pub(crate) struct StagedFile {
+pub struct StagedFile {
     staged: std::path::PathBuf,
     file: std::path::PathBuf,
 }
@@ -198,14 +89,14 @@ impl Lake {
     /// The filesystem (device number) of a local lake's root, where files can be committed in
     /// groups: on Linux, which has `syncfs(2)`. `None` otherwise: files are then made durable one
     /// by one ([`Lake::put`]).
-    pub(crate) fn group_commit_device(&self) -> Option<u64> {
+    pub fn group_commit_device(&self) -> Option<u64> {
         device(&std::fs::metadata(self.local_root.as_ref()?).ok()?)
     }
 
     /// Writes `bytes` beside the file of `key` without syncing it, for [`commit_groups`]. A file
     /// that lands on another filesystem than `device` (a mount inside the lake) is made durable
     /// and put in place at once, as [`Lake::put`] does: `Ok(None)`.
-    pub(crate) async fn stage(&self, key: &Path, bytes: Bytes, device: u64) -> Result<Option<StagedFile>> {
+    pub async fn stage(&self, key: &Path, bytes: Bytes, device: u64) -> Result<Option<StagedFile>> {
         let Some(root) = &self.local_root else { return self.put(key, bytes).await.map(|()| None) };
         self.index(key).await?;
         let file = root.join(key.as_ref());
@@ -217,7 +108,7 @@ impl Lake {
             publish_durably(f, &staged, &file, &new_dirs).map(|()| None)
         })
         .await
-        .map_err(|e| Error::Stopped(e.to_string()))?
+        .map_err(Error::task("staging a file"))?
     }
 }
 
@@ -253,7 +144,7 @@ fn sync_filesystem(_: &std::path::Path) -> std::io::Result<()> {
 /// each sync serves every file staged while the one before ran. A file whose sync or rename
 /// fails is sent as `(id, false)`, its staged copy removed: the sender writes it again with
 /// [`Lake::put`]. Ends when `staged` is closed and every file received has been answered.
-pub(crate) async fn commit_groups(
+pub async fn commit_groups(
     root: std::path::PathBuf,
     mut staged: tokio::sync::mpsc::UnboundedReceiver<(u64, StagedFile)>,
     done: tokio::sync::mpsc::UnboundedSender<Vec<(u64, bool)>>,
@@ -351,128 +242,17 @@ impl Lake {
     }
 }
 
-impl Lake {
-    /// The environment and organization of a data file's key (`logs/environment=E/organization=O/…`).
-    fn env_org(&self, key: &Path) -> Option<(String, String)> {
-        let rel = key.prefix_match(&self.prefix)?;
-        let parts: Vec<_> = rel.take(4).collect();
-        let [logs, env, org, _] = parts.as_slice() else { return None };
-        if logs.as_ref() != "logs" {
-            return None;
-        }
-        Some((
-            env.as_ref().strip_prefix("environment=")?.to_owned(),
-            org.as_ref().strip_prefix("organization=")?.to_owned(),
-        ))
-    }
-
-    fn index_key(&self, env: &str, org: &str) -> Path {
-        self.key(&format!("{PARTITION_INDEX}/organization={org}/environment={env}"))
-    }
-
-    /// Makes sure the partition index has the environment and organization of the data file
-    /// `key` before the file is written (once a pair and process).
-    async fn index(&self, key: &Path) -> Result<()> {
-        let Some(pair) = self.env_org(key) else { return Ok(()) };
-        if self.indexed.lock().expect("index lock").contains(&pair) {
-            return Ok(());
-        }
-        self.put_object(&self.index_key(&pair.0, &pair.1), Bytes::new()).await?;
-        self.indexed.lock().expect("index lock").insert(pair);
-        Ok(())
-    }
-
-    /// Indexes a lake that has no complete partition index yet (written by an earlier version,
-    /// or empty), listing each environment folder once, then marks the index complete. Run by
-    /// `sluice serve` at start; from then on every sluice writer keeps the index.
-    pub async fn complete_index(&self) -> Result<()> {
-        let complete = self.key(PARTITION_INDEX_COMPLETE);
-        if self.store.head(&complete).await.is_ok() {
-            return Ok(());
-        }
-        let values = |listing: object_store::ListResult, key: &str| -> Vec<String> {
-            listing
-                .common_prefixes
-                .iter()
-                .filter_map(|p| p.filename()?.strip_prefix(key).map(str::to_owned))
-                .filter(|v| sluice_schemas::validate_partition_value(v).is_ok())
-                .collect()
-        };
-        let logs = self.key("logs");
-        for env in values(self.store.list_with_delimiter(Some(&logs)).await?, "environment=") {
-            let at = logs.clone().join(format!("environment={env}"));
-            for org in values(self.store.list_with_delimiter(Some(&at)).await?, "organization=") {
-                self.put_object(&self.index_key(&env, &org), Bytes::new()).await?;
-                self.indexed.lock().expect("index lock").insert((env.clone(), org));
-            }
-        }
-        self.put_object(&complete, Bytes::new()).await
-    }
+/// Bytes an unprivileged process may still write on the filesystem of `dir`.
+#[cfg(target_os = "linux")]
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// Files and rows in a lake, by log type, read from the Parquet footers; and error records.
-#[derive(Debug, Clone, Default)]
-pub struct LakeStats {
-    /// logtype → (files, rows).
-    pub by_logtype: std::collections::BTreeMap<String, (u64, u64)>,
-    /// Error records in `errors/`.
-    pub error_records: u64,
-    /// Error files.
-    pub error_files: u64,
-}
-
-impl Lake {
-    /// Reads the metadata of a Parquet file from its footer (a suffix of the file, not all of it).
-    pub async fn footer(&self, m: &object_store::ObjectMeta) -> Result<parquet::file::metadata::ParquetMetaData> {
-        read_footer(self.store.as_ref(), m).await
-    }
-
-    /// Counts files and rows (from Parquet footers) and error records.
-    pub async fn stats(&self) -> Result<LakeStats> {
-        use futures::TryStreamExt;
-        let mut stats = LakeStats::default();
-        let logs = self.key("logs");
-        let metas: Vec<object_store::ObjectMeta> = self.store.list(Some(&logs)).try_collect().await?;
-        for m in crate::compact::LiveView::new(Arc::clone(&self.store)).live(metas).await? {
-            let key = m.location.to_string();
-            if !key.ends_with(".parquet") {
-                continue;
-            }
-            let Some(lt) = key.split('/').find_map(|p| p.strip_prefix("logtype=")) else { continue };
-            let meta = self.footer(&m).await?;
-            let e = stats.by_logtype.entry(lt.to_owned()).or_default();
-            e.0 += 1;
-            e.1 += meta.file_metadata().num_rows() as u64;
-        }
-        let errors = self.key("errors");
-        let metas: Vec<object_store::ObjectMeta> = self.store.list(Some(&errors)).try_collect().await?;
-        for m in metas {
-            let bytes = self.store.get(&m.location).await?.bytes().await?;
-            stats.error_files += 1;
-            stats.error_records += bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
-        }
-        Ok(stats)
-    }
-}
-
-/// Reads the metadata of a Parquet file from its footer (a suffix of the file, not all of it).
-pub async fn read_footer(
-    store: &dyn ObjectStore,
-    m: &object_store::ObjectMeta,
-) -> Result<parquet::file::metadata::ParquetMetaData> {
-    let size = m.size;
-    let mut suffix = size.min(64 * 1024);
-    loop {
-        let bytes = store.get_range(&m.location, size - suffix..size).await?;
-        let mut r = parquet::file::metadata::ParquetMetaDataReader::new();
-        match r.try_parse_sized(&bytes, size) {
-            Ok(()) => return Ok(r.finish()?),
-            Err(parquet::errors::ParquetError::NeedMoreData(n)) if (n as u64) <= size && n as u64 > suffix => {
-                suffix = n as u64
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+/// Bytes an unprivileged process may still write on the filesystem of `dir` (unknown here).
+#[cfg(not(target_os = "linux"))]
+pub fn free_bytes(_dir: &std::path::Path) -> Option<u64> {
+    None
 }
 
 #[cfg(test)]

@@ -159,7 +159,7 @@ pub fn rows_to_batch(registry: &Registry, schema: &SchemaRef, rows: &[PackedRow]
 /// Column chunks estimated below this size (in a file whose rows are all in the sample) are
 /// stored uncompressed: a zstd frame on so little saves a few dozen bytes at most, and each
 /// compressed chunk costs a compression context and a Huffman table. Measured with
-/// `ingest/examples/encode.rs` on the benchmark's data (files of about 70 rows, with the other
+/// `lake/examples/encode.rs` on the benchmark's data (files of about 70 rows, with the other
 /// settings here): 512 encoded 4% faster than 256 for a lake 1.6% larger; 768, 7% faster again
 /// for 4% larger.
 pub const ZSTD_MIN_BYTES: usize = 512;

@@ -29,8 +29,8 @@ use futures::StreamExt;
 use sluice_schemas::{Context, Contract, ReasonCode};
 
 use crate::{
-    client::{Batch, RejectedLine, Summary, read_batches},
     error::{Error, Result},
+    http::{Batch, RejectedLine, Summary, read_batches},
 };
 
 /// Most messages in one `PublishBatch`.
@@ -77,7 +77,7 @@ impl SnsPublisher {
     /// or `AWS_ENDPOINT_URL`; see `sluice_aws`).
     pub async fn new(opts: SnsOptions) -> Result<Self> {
         if !opts.topic_arn.starts_with("arn:") || opts.topic_arn.split(':').count() != 6 {
-            return Err(Error::Config(format!(
+            return Err(Error::Options(format!(
                 "{:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME); \
                  the stack's `topic_arn` output is one",
                 opts.topic_arn
@@ -117,7 +117,7 @@ impl SnsPublisher {
         let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
         let sent = batches
             .map(|batch| async move {
-                let batch = batch.map_err(Error::io("input"))?;
+                let batch = batch.map_err(Error::input("the records to publish"))?;
                 let records: Vec<(u64, &[u8])> =
                     batch.lines.iter().copied().zip(batch.body.split(|b| *b == b'\n')).collect();
                 let mut s = self.send_records(&records).await?;
@@ -131,7 +131,7 @@ impl SnsPublisher {
             summary.merge(s?);
             progress(&summary);
         }
-        reader.await.map_err(|e| Error::Stopped(e.to_string()))?;
+        reader.await.map_err(Error::task("reading the input"))?;
         Ok(summary)
     }
 
@@ -194,7 +194,7 @@ impl SnsPublisher {
                 .enumerate()
                 .map(|(i, (_, text))| PublishBatchRequestEntry::builder().id(i.to_string()).message(*text).build())
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::Config(format!("cannot build a PublishBatch entry: {e}")))?;
+                .map_err(|e| Error::Options(format!("cannot build a PublishBatch entry: {e}")))?;
             let out = self
                 .client
                 .publish_batch()
@@ -202,7 +202,7 @@ impl SnsPublisher {
                 .set_publish_batch_request_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| Error::Http(publish_error(&self.opts.topic_arn, &e)))?;
+                .map_err(|e| Error::Sns(publish_error(&self.opts.topic_arn, &e)))?;
             summary.accepted += out.successful().len() as u64;
             let (retry, rejected) = split_failures(out.failed());
             for f in rejected {
@@ -214,10 +214,11 @@ impl SnsPublisher {
             }
             if attempt == self.opts.max_attempts.max(1) {
                 let first = describe(retry[0]);
-                return Err(Error::Http(format!(
-                    "SNS kept failing {} messages after {attempt} attempts ({first}); nothing after them was sent, try again later",
-                    retry.len()
-                )));
+                return Err(Error::Exhausted {
+                    what: format!("SNS topic {}", self.opts.topic_arn),
+                    attempts: attempt,
+                    detail: format!(" for {} messages ({first})", retry.len()),
+                });
             }
             pending = retry
                 .iter()
@@ -383,7 +384,7 @@ pub fn sns_layer(publisher: SnsPublisher, identity: ServiceIdentity, capacity: u
 
 /// Targets whose events are never shipped: the stacks the shipping itself runs on.
 const UNSHIPPED_TARGETS: [&str; 8] =
-    ["aws_", "hyper", "h2", "rustls", "tower", "reqwest", "tokio", "sluice_ingest::sns"];
+    ["aws_", "hyper", "h2", "rustls", "tower", "reqwest", "tokio", "sluice_producer::sns"];
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SnsLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {

@@ -1,15 +1,15 @@
 //! Encoding alone, without the server: transforms an NDJSON file, groups its rows by partition
-//! and encodes one Parquet file a partition in memory, as the writer settings of `columnar.rs`
+//! and encodes one Parquet file a partition in memory, as the writer settings of `encode.rs`
 //! make them. Prints the time of encoding (each file's fastest of `ROUNDS`, summed, so that a
 //! noisy machine's slow stretches drop out) and the size of the files. For tuning those settings
 //! against the lake-size goal of `bench/bench.py`.
 //!
-//! `cargo run --release -p sluice-ingest --example encode -- FILE [ROUNDS]` (default 3 rounds).
+//! `cargo run --release -p sluice-lake --example encode -- FILE [ROUNDS]` (default 3 rounds).
 //! Records share an `ingested_at` 4,000 at a time, as a request's do.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use sluice_ingest::columnar::encode_parquet;
+use sluice_lake::encode::encode_parquet;
 use sluice_partitioner::{Outcome, Partitioner};
 use sluice_schemas::{Context, Contract, PackedRow, record_id_at};
 

@@ -53,7 +53,7 @@ pub struct ExportArgs {
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Lake URL (when not using --server).
-    #[arg(long, env = "SLUICE_LAKE", default_value = sluice_ingest::config::DEFAULT_LAKE, value_name = "URL")]
+    #[arg(long, env = "SLUICE_LAKE", default_value = crate::config::DEFAULT_LAKE, value_name = "URL")]
     lake: String,
     /// Leave cells that start with `=`, `+`, `-`, `@`, tab or carriage return as they are
     /// (by default they are prefixed with `'` so that spreadsheets do not run them as formulas).
@@ -140,13 +140,13 @@ impl Target {
 }
 
 /// `sluice export`.
-pub fn export(args: ExportArgs, registry: Registry) -> Result<ExitCode> {
+pub fn run(args: ExportArgs, registry: Registry) -> Result<ExitCode> {
     let sql = args.sql()?;
     let search = args.search_params();
     if sql.is_none() && search.is_none() {
         bail!("say what to export: -c SQL, -f FILE or --search TEXT");
     }
-    let rt = crate::ingest_cmds::runtime()?;
+    let rt = crate::runtime::runtime()?;
     let (target, out) = Target::open(&args.output)?;
     let bar = progress(args.quiet);
     let result = rt.block_on(async {

@@ -133,7 +133,7 @@ impl LakeLock {
                     Ok(Hold::File(f))
                 })
                 .await
-                .map_err(|e| Error::Stopped(e.to_string()))??
+                .map_err(Error::task("taking a lock"))??
             }
             None => {
                 let store = Arc::clone(lake.store());

@@ -24,209 +24,36 @@
 //! and the deletes they see both. The README says how to schedule compaction around that.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    fmt,
-    sync::{Arc, Mutex, atomic::AtomicU64},
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
     time::Duration,
 };
 
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::SchemaRef;
-use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
-use futures::{FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, path::Path,
-};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, path::Path};
 use parquet::{
     arrow::{
-        AsyncArrowWriter, ParquetRecordBatchStreamBuilder, arrow_reader::ArrowReaderOptions,
-        arrow_writer::ArrowWriterOptions, async_reader::AsyncFileReader, async_writer::AsyncFileWriter,
+        AsyncArrowWriter, ParquetRecordBatchStreamBuilder, arrow_writer::ArrowWriterOptions,
+        async_writer::AsyncFileWriter,
     },
-    file::metadata::{KeyValue, ParquetMetaData},
+    file::metadata::KeyValue,
 };
 use sluice_schemas::{FAR_TIME_MARK, Partition, Registry, is_far_time_file};
 
 use crate::{
-    columnar::writer_properties,
+    Lake,
+    encode::writer_properties,
     error::{Error, Result},
-    lake::{Lake, read_footer},
+    footer::LakeFile,
+    live::{COMPACTED_PREFIX, LiveView, REPLACES_KEY, file_name, folder, is_compacted},
     lock::LakeLock,
 };
 
-/// File name prefix of a merged file.
-pub const COMPACTED_PREFIX: &str = "compacted-";
-/// Parquet key-value metadata of a merged file: a JSON list of the file names it replaces.
-pub const REPLACES_KEY: &str = "sluice.replaces";
 /// Default size of a merged file.
 pub const DEFAULT_TARGET_BYTES: u64 = 128 << 20;
-
-fn file_name(p: &Path) -> &str {
-    p.as_ref().rsplit_once('/').map_or(p.as_ref(), |(_, n)| n)
-}
-
-fn folder(p: &Path) -> &str {
-    p.as_ref().rsplit_once('/').map_or("", |(f, _)| f)
-}
-
-fn is_compacted(p: &Path) -> bool {
-    let name = file_name(p);
-    name.starts_with(COMPACTED_PREFIX) && name.ends_with(".parquet")
-}
-
-/// An object store that lists only the live files of the lake: a file that a merged file of the
-/// same folder replaces is left out of every listing. Reads and writes pass through.
-#[derive(Clone)]
-pub struct LiveView {
-    inner: Arc<dyn ObjectStore>,
-    /// Merged file → (its size, the names it replaces). Merged files are never rewritten in place
-    /// (each has a fresh name), so the size only guards against a foreign file of that name.
-    replaced: Arc<Mutex<HashMap<Path, Replaced>>>,
-    /// Bytes read through this view, when counted (see [`LiveView::counting_reads`]).
-    read: Option<Arc<AtomicU64>>,
-}
-
-/// A merged file's size and the names it replaces.
-type Replaced = (u64, Arc<BTreeSet<String>>);
-
-impl fmt::Debug for LiveView {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LiveView").field("inner", &self.inner.to_string()).finish_non_exhaustive()
-    }
-}
-
-impl fmt::Display for LiveView {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LiveView({})", self.inner)
-    }
-}
-
-impl LiveView {
-    /// A view over `inner`.
-    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, replaced: Arc::default(), read: None }
-    }
-
-    /// The same view (sharing its cache), adding the bytes of every read to `read`.
-    pub fn counting_reads(&self, read: Arc<AtomicU64>) -> Self {
-        Self { read: Some(read), ..self.clone() }
-    }
-
-    fn count(&self, bytes: u64) {
-        if let Some(read) = &self.read {
-            read.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// The names a merged file replaces, from its footer (cached).
-    pub async fn replaced_by(&self, m: &ObjectMeta) -> Result<Arc<BTreeSet<String>>> {
-        if let Some((size, set)) = self.replaced.lock().expect("not poisoned").get(&m.location)
-            && *size == m.size
-        {
-            return Ok(Arc::clone(set));
-        }
-        let meta = read_footer(self.inner.as_ref(), m).await?;
-        let value = meta
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|k| k.key == REPLACES_KEY))
-            .and_then(|k| k.value.clone())
-            .unwrap_or_else(|| "[]".into());
-        let names: BTreeSet<String> = serde_json::from_str(&value)
-            .map_err(|source| Error::Json { what: format!("{REPLACES_KEY} of {}", m.location), source })?;
-        let set = Arc::new(names);
-        self.replaced.lock().expect("not poisoned").insert(m.location.clone(), (m.size, Arc::clone(&set)));
-        Ok(set)
-    }
-
-    /// The live objects of a listing: those no merged file of their folder replaces.
-    pub async fn live(&self, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
-        let mut hidden: HashMap<&str, BTreeSet<String>> = HashMap::new();
-        for m in objects.iter().filter(|m| is_compacted(&m.location)) {
-            let names = self.replaced_by(m).await?;
-            hidden.entry(folder(&m.location)).or_default().extend(names.iter().cloned());
-        }
-        if hidden.is_empty() {
-            return Ok(objects);
-        }
-        let keep: Vec<bool> = objects
-            .iter()
-            .map(|m| !hidden.get(folder(&m.location)).is_some_and(|h| h.contains(file_name(&m.location))))
-            .collect();
-        Ok(objects.into_iter().zip(keep).filter_map(|(m, k)| k.then_some(m)).collect())
-    }
-}
-
-fn store_error(e: Error) -> object_store::Error {
-    object_store::Error::Generic { store: "sluice lake", source: Box::new(e) }
-}
-
-#[async_trait]
-impl ObjectStore for LiveView {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        let got = self.inner.get_opts(location, options).await?;
-        self.count(got.range.end - got.range.start);
-        Ok(got)
-    }
-
-    async fn get_ranges(&self, location: &Path, ranges: &[std::ops::Range<u64>]) -> object_store::Result<Vec<Bytes>> {
-        let got = self.inner.get_ranges(location, ranges).await?;
-        self.count(got.iter().map(|b| b.len() as u64).sum());
-        Ok(got)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let listing = self.inner.list(prefix);
-        let view = self.clone();
-        futures::stream::once(async move {
-            let all: Vec<ObjectMeta> = listing.try_collect().await?;
-            let live = view.live(all).await.map_err(store_error)?;
-            Ok::<_, object_store::Error>(futures::stream::iter(live.into_iter().map(Ok)))
-        })
-        .try_flatten()
-        .boxed()
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let mut listing = self.inner.list_with_delimiter(prefix).await?;
-        listing.objects = self.live(std::mem::take(&mut listing.objects)).await.map_err(store_error)?;
-        Ok(listing)
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> object_store::Result<()> {
-        self.inner.rename_opts(from, to, options).await
-    }
-}
 
 /// Settings of a compaction run.
 #[derive(Debug, Clone)]
@@ -310,7 +137,7 @@ pub async fn compact(
     let result = match &lock {
         Some(l) => tokio::select! {
             r = run(lake, registry, opts, &mut progress) => r,
-            () = l.lost() => Err(Error::Compaction("the lease on the lake was lost to another process; stopped".into())),
+            () = l.lost() => Err(Error::LeaseLost),
         },
         None => run(lake, registry, opts, &mut progress).await,
     };
@@ -474,8 +301,7 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
     let mut expected = 0u64;
     let mut sources = Vec::with_capacity(bin.len());
     for m in bin {
-        let source = Source { store: Arc::clone(lake.store()), meta: m.clone() };
-        let builder = ParquetRecordBatchStreamBuilder::new(source).await?;
+        let builder = ParquetRecordBatchStreamBuilder::new(LakeFile::new(lake.store(), m)).await?;
         expected += builder.metadata().file_metadata().num_rows() as u64;
         sources.push((m, builder));
     }
@@ -522,11 +348,11 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
         let file_schema = Arc::clone(builder.schema());
         for f in file_schema.fields() {
             if schema.field_with_name(f.name()).is_err() {
-                return Err(Error::Compaction(format!(
-                    "{}: column {:?} is not in the lake schema (was a log type removed?)",
-                    m.location,
-                    f.name()
-                )));
+                return Err(Error::Column {
+                    file: m.location.to_string(),
+                    column: f.name().clone(),
+                    reason: "is not in the lake schema (was a log type removed?)".into(),
+                });
             }
         }
         let mut batches = builder.with_batch_size(8192).build()?;
@@ -552,15 +378,12 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
             Some((_, staged)) => tokio::fs::remove_file(staged).await.map_err(Error::io(staged))?,
             None => store.delete(&key).await?,
         }
-        return Err(Error::Compaction(format!(
-            "merging {} files read {written} rows and wrote {rows}, but their footers say {expected}",
-            bin.len()
-        )));
+        return Err(Error::RowCount { files: bin.len(), read: written, written: rows, expected });
     }
     if let Some((file, staged)) = staged {
         tokio::task::spawn_blocking(move || publish_staged(&staged, &file))
             .await
-            .map_err(|e| Error::Stopped(e.to_string()))??;
+            .map_err(Error::task("publishing a merged file"))??;
     }
     let bytes = store.head(&key).await?.size;
     Ok(Merged { rows, bytes })
@@ -582,36 +405,6 @@ fn publish_staged(staged: &std::path::Path, file: &std::path::Path) -> Result<()
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
 }
 
-/// A data file read through the object store, its footer read as [`read_footer`] does.
-struct Source {
-    store: Arc<dyn ObjectStore>,
-    meta: ObjectMeta,
-}
-
-fn parquet_error(e: impl std::error::Error + Send + Sync + 'static) -> parquet::errors::ParquetError {
-    parquet::errors::ParquetError::External(Box::new(e))
-}
-
-impl AsyncFileReader for Source {
-    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move { self.store.get_range(&self.meta.location, range).await.map_err(parquet_error) }.boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        async move { self.store.get_ranges(&self.meta.location, &ranges).await.map_err(parquet_error) }.boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move { read_footer(self.store.as_ref(), &self.meta).await.map(Arc::new).map_err(parquet_error) }.boxed()
-    }
-}
-
 /// A batch of a data file in the columns of the lake schema: a column the file lacks (it was
 /// written before the column existed) is all nulls.
 fn align(batch: &RecordBatch, schema: &SchemaRef, file: &Path) -> Result<RecordBatch> {
@@ -621,14 +414,17 @@ fn align(batch: &RecordBatch, schema: &SchemaRef, file: &Path) -> Result<RecordB
         .iter()
         .map(|f| match have.column_with_name(f.name()) {
             Some((i, h)) if h.data_type() == f.data_type() => Ok(Arc::clone(batch.column(i))),
-            Some((_, h)) => Err(Error::Compaction(format!(
-                "{file}: column {:?} is {} there but {} in the lake schema",
-                f.name(),
-                h.data_type(),
-                f.data_type()
-            ))),
+            Some((_, h)) => Err(Error::Column {
+                file: file.to_string(),
+                column: f.name().clone(),
+                reason: format!("is {} there but {} in the lake schema", h.data_type(), f.data_type()),
+            }),
             None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
-            None => Err(Error::Compaction(format!("{file}: the required column {:?} is missing", f.name()))),
+            None => Err(Error::Column {
+                file: file.to_string(),
+                column: f.name().clone(),
+                reason: "is required but missing".into(),
+            }),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)

@@ -5,14 +5,16 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_ingest::{
+use sluice_lake::{
+    Lake,
     compact::{CompactOptions, compact},
-    config::DEFAULT_LAKE,
-    lake::Lake,
 };
 use sluice_schemas::Registry;
 
-use crate::ingest_cmds::{init_logs, runtime};
+use crate::{
+    config::DEFAULT_LAKE,
+    runtime::{init_logs, mib, runtime},
+};
 
 /// Flags of `sluice compact`.
 #[derive(Debug, Args)]
@@ -38,10 +40,6 @@ pub struct CompactArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 /// `sluice compact`.

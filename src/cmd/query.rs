@@ -13,12 +13,13 @@ use clap::{Args, ValueEnum};
 use datafusion::arrow::{record_batch::RecordBatch, util::pretty::pretty_format_batches};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
-use sluice_query::{
-    Engine, EngineConfig,
-    athena::{Athena, AthenaConfig},
-    format::CsvWriter,
-};
+use sluice_query::{Engine, EngineConfig, athena::Athena, format::CsvWriter};
 use sluice_schemas::Registry;
+
+use crate::{
+    config::DEFAULT_LAKE,
+    runtime::{AthenaArgs, EngineKind, runtime},
+};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,7 +46,7 @@ pub struct QueryArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Vec<PathBuf>,
     /// Lake URL.
-    #[arg(long, env = "SLUICE_LAKE", default_value = sluice_ingest::config::DEFAULT_LAKE, value_name = "URL")]
+    #[arg(long, env = "SLUICE_LAKE", default_value = DEFAULT_LAKE, value_name = "URL")]
     lake: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -67,42 +68,6 @@ pub struct QueryArgs {
     engine: EngineKind,
     #[command(flatten)]
     athena: AthenaArgs,
-}
-
-/// The engines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EngineKind {
-    /// DataFusion in this process, over the lake at --lake.
-    Datafusion,
-    /// Athena, over the Glue table of an AWS deployment.
-    Athena,
-}
-
-/// Flags of the Athena engine.
-#[derive(Debug, Clone, Args)]
-pub struct AthenaArgs {
-    /// Athena workgroup (the stack's `athena_workgroup` output).
-    #[arg(long, env = "SLUICE_ATHENA_WORKGROUP", default_value = "sluice", value_name = "W")]
-    pub workgroup: String,
-    /// Glue database holding `logs` (the stack's `glue_database` output).
-    #[arg(long, env = "SLUICE_ATHENA_DATABASE", default_value = "sluice", value_name = "D")]
-    pub database: String,
-    /// Result location (s3://bucket/prefix/) for workgroups that do not enforce their own.
-    #[arg(long, env = "SLUICE_ATHENA_OUTPUT", value_name = "S3_URL")]
-    pub output_location: Option<String>,
-}
-
-impl AthenaArgs {
-    /// The engine these flags describe.
-    pub async fn engine(&self) -> Athena {
-        Athena::new(AthenaConfig {
-            workgroup: self.workgroup.clone(),
-            database: self.database.clone(),
-            output_location: self.output_location.clone(),
-            ..AthenaConfig::default()
-        })
-        .await
-    }
 }
 
 /// An engine `sluice query` runs statements on.
@@ -273,9 +238,9 @@ async fn run_one(engine: &QueryEngine, sql: &str, args: &QueryArgs, out: &mut dy
 }
 
 /// `sluice query`.
-pub fn query(args: QueryArgs, registry: Registry) -> Result<ExitCode> {
+pub fn run(args: QueryArgs, registry: Registry) -> Result<ExitCode> {
     let config = EngineConfig { memory_limit: args.memory_limit << 20, ..EngineConfig::default() };
-    let rt = crate::ingest_cmds::runtime()?;
+    let rt = runtime()?;
     let engine = match args.engine {
         EngineKind::Datafusion => QueryEngine::DataFusion(Box::new(
             rt.block_on(Engine::open(&args.lake, registry, config))

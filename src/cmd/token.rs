@@ -4,8 +4,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use sluice_auth::{Claims, OrgClaim, Role, RolesClaim, token};
-use sluice_ingest::config::Partial;
+use sluice_auth::token;
+
+use crate::config::Partial;
 
 /// Flags of `sluice token`.
 #[derive(Debug, Args)]
@@ -39,30 +40,6 @@ pub struct TokenArgs {
 /// Longest validity of a token.
 const MAX_TTL_DAYS: u64 = 366;
 
-/// The claims of a token for `orgs` with `roles`, valid for `ttl` from now.
-pub(crate) fn claims(sub: &str, orgs: &[String], roles: &[String], ttl: std::time::Duration) -> Result<Claims> {
-    let mut checked = Vec::new();
-    for role in roles {
-        let Some(r) = Role::parse(role.trim()) else {
-            let all: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
-            bail!("{role:?} is not a role; use {}", all.join(", "));
-        };
-        checked.push(r.as_str().to_owned());
-    }
-    let org = if orgs.len() == 1 { OrgClaim::One(orgs[0].clone()) } else { OrgClaim::Many(orgs.to_vec()) };
-    token::parse_orgs(&org).map_err(|e| anyhow::anyhow!("{}", e.0.replace("the token's ", "")))?;
-    let now = token::now_secs();
-    Ok(Claims {
-        sub: sub.to_owned(),
-        org,
-        roles: RolesClaim::Many(checked),
-        exp: now + ttl.as_secs(),
-        iat: Some(now),
-        aud: None,
-        iss: None,
-    })
-}
-
 /// `sluice token`.
 pub fn run(args: TokenArgs) -> Result<ExitCode> {
     let file = match &args.config {
@@ -83,7 +60,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode> {
     // Each token its own subject unless one is given, so tokens minted for different callers
     // never share a rate limit or a quota by accident.
     let sub = args.sub.unwrap_or_else(|| format!("token-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-    let mut claims = claims(&sub, &args.orgs, &args.roles, ttl)?;
+    let mut claims = token::claims(&sub, &args.orgs, &args.roles, ttl).map_err(|e| anyhow::anyhow!(e.0))?;
     claims.aud = args.aud.or(file.jwt_audience);
     claims.iss = args.iss.or(file.jwt_issuer);
     let t = token::mint(secret.as_bytes(), &claims).map_err(|e| anyhow::anyhow!("{}", e.0))?;

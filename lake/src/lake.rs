@@ -1,0 +1,157 @@
+//! The lake: an object store chosen by URL (a path or `file://` for local disk, `s3://bucket/prefix`
+//! for S3 or any S3-compatible store) and the key layout of DESIGN.md §2.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, local::LocalFileSystem, path::Path};
+use sluice_schemas::Partition;
+
+use crate::{
+    error::{Error, Result},
+    write::write_durably,
+};
+
+/// A lake: where Parquet data files and error records go.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: Path,
+    url: String,
+    pub(crate) local_root: Option<std::path::PathBuf>,
+    /// The (environment, organization) pairs of the partition index written (or found) by
+    /// this process.
+    pub(crate) indexed: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+impl Lake {
+    /// Opens the lake at `url` for writing: a plain path or `file://…` (the folder is created if
+    /// missing), or `s3://bucket/prefix` with region, credentials and endpoint from the standard
+    /// AWS settings (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …).
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, true).await
+    }
+
+    /// Opens the lake at `url` for reading: as [`Lake::open`], but a folder that does not exist
+    /// is an error (a mistyped path is not a new, empty lake).
+    pub async fn open_existing(url: &str) -> Result<Self> {
+        Self::open_with(url, false).await
+    }
+
+    /// The one set of rules by which a URL names a lake, for every command and both engines.
+    async fn open_with(url: &str, create: bool) -> Result<Self> {
+        let bad = |reason: String| Error::LakeUrl { url: url.to_owned(), reason };
+        if let Some(location) = sluice_aws::S3Location::parse(url) {
+            let location = location.map_err(bad)?;
+            let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
+            let prefix = Path::parse(&location.prefix).map_err(|e| bad(e.to_string()))?;
+            return Ok(Self {
+                store: Arc::new(store),
+                prefix,
+                url: url.trim_end_matches('/').to_owned(),
+                local_root: None,
+                indexed: Arc::default(),
+            });
+        }
+        if url.contains("://") && !url.starts_with("file://") {
+            return Err(bad("unsupported scheme; use a path, file:///path or s3://bucket/prefix".into()));
+        }
+        let path = std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+        if create {
+            std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
+        }
+        let root =
+            path.canonicalize().map_err(|e| bad(format!("{e}; is this the lake folder (the one holding logs/)?")))?;
+        let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            url: root.display().to_string(),
+            local_root: Some(root),
+            indexed: Arc::default(),
+        })
+    }
+
+    /// The lake as a query engine addresses it: an object store and the URL of the lake's root
+    /// in it. A local lake's files are addressed by absolute path (`file:///…/`), in a store
+    /// without a prefix; an S3 lake's as `s3://bucket/prefix/`.
+    pub fn engine_store(&self) -> Result<(Arc<dyn ObjectStore>, url::Url)> {
+        let bad = |reason: String| Error::LakeUrl { url: self.url.clone(), reason };
+        match &self.local_root {
+            Some(root) => {
+                let url = url::Url::from_directory_path(root).map_err(|()| bad("not an absolute path".into()))?;
+                Ok((Arc::new(LocalFileSystem::new()), url))
+            }
+            None => {
+                let url =
+                    url::Url::parse(&format!("{}/", self.url.trim_end_matches('/'))).map_err(|e| bad(e.to_string()))?;
+                Ok((Arc::clone(&self.store), url))
+            }
+        }
+    }
+
+    /// A lake over any object store (used by tests with in-memory or counting stores).
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        Self { store, prefix: Path::from(prefix), url: url.to_owned(), local_root: None, indexed: Arc::default() }
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The lake's URL (an absolute path for local lakes).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The folder on local disk, when the lake is local.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    /// The key of `rel` (a `/`-separated path under the lake).
+    pub fn key(&self, rel: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+
+    /// The key of a data file: `logs/{partition}/{name}`.
+    pub fn data_key(&self, partition: &Partition, name: &str) -> Path {
+        self.key(&format!("logs/{}/{name}", partition.path()))
+    }
+
+    /// The key of an error file: `errors/{type}/year=…/month=…/day=…/hour=…/{name}`.
+    pub fn error_key(&self, output_type: &str, hour: DateTime<Utc>, name: &str) -> Path {
+        self.key(&format!(
+            "errors/{output_type}/year={:04}/month={:02}/day={:02}/hour={:02}/{name}",
+            hour.year(),
+            hour.month(),
+            hour.day(),
+            hour.hour()
+        ))
+    }
+
+    /// Writes an object in one PUT: it becomes visible only when complete (temp + rename on disk).
+    /// On local disk the file and its folder are fsynced before this returns, so a write-ahead
+    /// log may be trimmed after it.
+    pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
+        self.index(key).await?;
+        self.put_object(key, bytes).await
+    }
+
+    pub(crate) async fn put_object(&self, key: &Path, bytes: Bytes) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            self.store.put(key, PutPayload::from_bytes(bytes)).await?;
+            return Ok(());
+        };
+        let file = root.join(key.as_ref());
+        tokio::task::spawn_blocking(move || write_durably(&file, &bytes))
+            .await
+            .map_err(Error::task("a durable write"))?
+    }
+}

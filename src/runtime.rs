@@ -1,0 +1,128 @@
+//! What every command of the binary shares: the async runtime, logging, the log-type registry,
+//! the transform's settings, progress bars, and the flags of the Athena engine.
+
+use std::{
+    io::{self, Read},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_partitioner::Partitioner;
+use sluice_query::athena::{Athena, AthenaConfig};
+use sluice_schemas::{Contract, Limits, Registry};
+
+/// The async runtime of a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    // Deep query plans recurse while they run: give worker threads room.
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(8 << 20)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Logs to standard error, filtered by `SLUICE_LOG` (default `default`).
+pub fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).try_init().ok();
+}
+
+/// The log types: the built-in ones, and those of `dir` when given.
+pub fn registry(dir: Option<&PathBuf>) -> Result<Registry> {
+    Ok(match dir {
+        Some(d) => Registry::with_dir(d)?,
+        None => Registry::builtin(),
+    })
+}
+
+/// The transform over `registry`, with how far past arrival a record's time may be.
+pub fn partitioner(registry: Registry, max_future: Option<chrono::Duration>) -> Partitioner {
+    let mut limits = Limits::default();
+    if let Some(f) = max_future {
+        limits.max_future = f;
+    }
+    Partitioner::new(Contract { registry, limits })
+}
+
+/// A progress bar of `len` bytes (a spinner when unknown), hidden when `quiet`.
+pub fn bar(len: Option<u64>, quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    match len {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {what} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{msg}} ({{eta}})"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}} {{msg}}"))
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    }
+}
+
+/// A spinner showing `template` (with `{msg}`, `{pos}`, `{prefix}`), hidden when `quiet`.
+pub fn spinner(quiet: bool, template: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner()))
+}
+
+/// The bytes of `file`, or of standard input for `-`.
+pub fn read_input(file: &Path) -> Result<Vec<u8>> {
+    if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        io::stdin().read_to_end(&mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+    }
+}
+
+/// MiB, for messages.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// The engines SQL runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// DataFusion in this process, over the lake at --lake.
+    Datafusion,
+    /// Athena, over the Glue table of an AWS deployment.
+    Athena,
+}
+
+/// Flags of the Athena engine.
+#[derive(Debug, Clone, Args)]
+pub struct AthenaArgs {
+    /// Athena workgroup (the stack's `athena_workgroup` output).
+    #[arg(long, env = "SLUICE_ATHENA_WORKGROUP", default_value = "sluice", value_name = "W")]
+    pub workgroup: String,
+    /// Glue database holding `logs` (the stack's `glue_database` output).
+    #[arg(long, env = "SLUICE_ATHENA_DATABASE", default_value = "sluice", value_name = "D")]
+    pub database: String,
+    /// Result location (s3://bucket/prefix/) for workgroups that do not enforce their own.
+    #[arg(long, env = "SLUICE_ATHENA_OUTPUT", value_name = "S3_URL")]
+    pub output_location: Option<String>,
+}
+
+impl AthenaArgs {
+    /// The engine these flags describe.
+    pub async fn engine(&self) -> Athena {
+        Athena::new(AthenaConfig {
+            workgroup: self.workgroup.clone(),
+            database: self.database.clone(),
+            output_location: self.output_location.clone(),
+            ..AthenaConfig::default()
+        })
+        .await
+    }
+}

@@ -1,0 +1,222 @@
+//! The server `sluice serve` and `sluice demo` run: the embedded pipeline and the query API
+//! behind one gate, composed from the library crates.
+//!
+//! ```text
+//! TcpListener ─► auth::http::serve (deadlines, connection limits)
+//!                  └─► Gate (declared routes only, token, role, rate) ─► ingest routes ─► Pipeline ─► lake
+//!                                                                    └─► query routes ─► Executions ─► Engine
+//! ```
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use axum::{Json, Router, http::StatusCode};
+use sluice_auth::{ApiError, Authn, Gate, Verifier, http::ConnectionLimits, routes::Routes};
+use sluice_ingest::{
+    metrics::Metrics,
+    server::BodyLimits,
+    stream::{Pipeline, StreamConfig},
+    wal::{Recovery, WalConfig},
+};
+use sluice_lake::{Lake, lock::LakeLock};
+use sluice_partitioner::Partitioner;
+use sluice_query::{
+    Engine, EngineConfig,
+    api::QueryApi,
+    exec::{ExecConfig, Executions},
+};
+use sluice_schemas::Registry;
+
+use crate::{config::Settings, runtime::AthenaArgs};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The pipeline behind it.
+    pub pipeline: Pipeline,
+    /// What the log held at start.
+    pub recovery: Recovery,
+    /// The hold on the lake (one server a lake).
+    lock: LakeLock,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Size of a write-ahead-log segment.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// How long a staged file must have been left alone before a starting server deletes it: a
+/// writer alongside (an import) renames its staged files within seconds.
+const STAGED_SWEEP_AGE: Duration = Duration::from_secs(600);
+
+/// How long requests in flight may take to finish once a server stops.
+const DRAIN: Duration = Duration::from_secs(30);
+
+impl Server {
+    /// Opens the lake and the log, re-delivers what the log holds, and starts listening, with
+    /// the query API of `query` beside the ingest API.
+    pub async fn start(settings: &Settings, partitioner: Partitioner, query: Routes) -> Result<Self> {
+        let lake = Lake::open(&settings.lake).await?;
+        let lock = LakeLock::acquire(&lake, "serve").await?;
+        lake.complete_index().await?;
+        // What a crashed writer staged and never renamed, swept in the background (a lake of
+        // many folders takes a while to walk).
+        let sweeper = lake.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = sweeper.sweep_staged(STAGED_SWEEP_AGE);
+            if n > 0 {
+                tracing::info!(files = n, "deleted staged files a crashed writer left in the lake");
+            }
+        });
+        let config = StreamConfig {
+            hints: settings.hints,
+            wal: WalConfig {
+                dir: settings.wal_dir.clone(),
+                segment_bytes: SEGMENT_BYTES.min(settings.wal_max_bytes / 4),
+                max_bytes: settings.wal_max_bytes,
+            },
+            memory_budget: settings.memory_budget,
+            concurrent_flushes: settings.concurrent_flushes,
+        };
+        let (pipeline, recovery) = Pipeline::start(config, lake, partitioner, Arc::new(Metrics::default())).await?;
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}; pick another address with --listen", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let limits = BodyLimits {
+            max_body: settings.max_body_bytes,
+            max_decompressed: settings.max_decompressed_bytes,
+            max_records: settings.max_records,
+        };
+        let routes = sluice_ingest::server::routes(pipeline.clone(), limits).merge(query);
+        let app = protect(settings, routes).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (header_timeout, connections) = (settings.header_timeout, settings.connections);
+        let task = tokio::spawn(async move {
+            serve_http(listener, app, header_timeout, connections, async {
+                stopped.await.ok();
+            })
+            .await;
+        });
+        Ok(Self { addr, pipeline, recovery, lock, stop, task })
+    }
+
+    /// Resolves if the hold on the lake is lost (a lease on S3 taken over after renewals
+    /// failed): the server must stop.
+    pub async fn lost(&self) {
+        self.lock.lost().await;
+    }
+
+    /// Stops accepting requests, finishes the ones in flight, and flushes everything to the lake.
+    pub async fn stop(self) -> Result<()> {
+        self.stop.send(()).ok();
+        self.task.await?;
+        self.pipeline.shutdown().await?;
+        self.lock.release().await?;
+        Ok(())
+    }
+}
+
+/// The query API over the lake of `settings` (queries and exports on Athena with `athena`).
+pub async fn query_routes(settings: &Settings, registry: Registry, athena: Option<&AthenaArgs>) -> Result<Routes> {
+    // A server's lake may be new: it is made here, as it is for ingest.
+    let lake = Lake::open(&settings.lake).await?;
+    let engine = Engine::for_lake(
+        &lake,
+        registry,
+        EngineConfig {
+            memory_limit: settings.query_memory as usize,
+            total_memory_limit: settings.query_memory_total as usize,
+            timeout: settings.query_timeout,
+            ..EngineConfig::default()
+        },
+    )?;
+    let mut executions = Executions::new(
+        engine,
+        ExecConfig {
+            ttl: settings.export_ttl,
+            max_result_bytes: settings.max_result_bytes,
+            quota_per_owner: settings.results_quota,
+            quota_total: settings.results_total,
+            reserve: settings.results_reserve,
+            max_per_owner: settings.max_executions_per_caller,
+            max_running: settings.max_queries,
+            max_running_per_owner: settings.max_queries_per_caller,
+            ..ExecConfig::new(settings.results_dir.clone())
+        },
+    )?;
+    if let Some(a) = athena {
+        executions = executions.with_athena(a.engine().await);
+    }
+    Ok(sluice_query::api::routes(QueryApi { executions }))
+}
+
+/// `routes` behind the gate of `settings` (authentication, declared routes only, roles, rate
+/// limits, the body deadline), with the one error envelope for paths that are not there.
+pub async fn protect(settings: &Settings, routes: Routes) -> Result<Router> {
+    let authn = match &settings.auth {
+        Some(jwt) => Authn::Jwt(Box::new(Verifier::new(jwt).await.map_err(|e| anyhow::anyhow!(e.0))?)),
+        None => {
+            tracing::warn!(
+                listen = %settings.listen,
+                "AUTHENTICATION IS OFF (--auth none): every caller on this machine can read and write every \
+                 organization's logs"
+            );
+            Authn::None
+        }
+    };
+    let (router, table) = routes.into_parts();
+    let gate = Gate::new(authn, settings.gate, table);
+    Ok(gate.protect(router.fallback(not_found)))
+}
+
+/// The answer to a path that is not there.
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md for the API")
+}
+
+/// `GET /healthz` of a query-only server.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Serves `app` until `shutdown`; request headers must arrive within `header_timeout`.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    connections: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    sluice_auth::http::serve(listener, app, header_timeout, DRAIN, connections, shutdown).await;
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await.ok();
+    }
+}
+
+/// Says loudly, on the terminal, that authentication is off.
+pub fn warn_if_open(settings: &Settings) {
+    if settings.auth.is_none() {
+        eprintln!(
+            "sluice serve: WARNING: authentication is off (--auth none). Anyone who can reach {} can read and \
+             write every organization's logs. Use it only for a trial on this machine.",
+            settings.listen
+        );
+    }
+}

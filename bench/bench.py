@@ -396,7 +396,7 @@ def main():
     p.add_argument("--sluice", required=True)
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--out", default="bench/results/latest.json")
     p.add_argument("--skip-transform", action="store_true")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="sluice-bench-")

@@ -55,10 +55,43 @@ cargo test --workspace --all-targets --locked
 step "doc tests"
 cargo test --workspace --doc --locked
 
-step "the Lambda binary links no query engine and no unused AWS SDK"
-deps=$(cargo tree --locked -p sluice-partitioner -e normal --prefix none --target all | sort -u)
-if grep -E '^(datafusion|aws-sdk-|aws-config|parquet|arrow-array) ' <<<"$deps"; then
-  echo "error: sluice-partitioner depends on the crates above; keep the Lambda lean" >&2
-  exit 1
-fi
-echo "ok: $(wc -l <<<"$deps") crates, none of them a query engine"
+step "layers: no module circles, no command importing another (scripts/check-layers.py)"
+python3 scripts/check-layers.py
+
+step "layers: the crates' own edges point down (DESIGN.md §7, ARCHITECTURE.md) and no others"
+declare -A allowed=(
+  [sluice-schemas]="" [sluice-aws]="" [sluice-sample-data]=""
+  [sluice-partitioner]="sluice-schemas"
+  [sluice-producer]="sluice-schemas sluice-aws"
+  [sluice-auth]="sluice-schemas"
+  [sluice-lake]="sluice-schemas sluice-aws"
+  [sluice-ingest]="sluice-schemas sluice-partitioner sluice-auth sluice-lake"
+  [sluice-query]="sluice-schemas sluice-aws sluice-auth sluice-lake"
+)
+for crate in "${!allowed[@]}"; do
+  for dep in $(cargo tree --locked -p "$crate" -e normal,build --depth 1 --prefix none --target all \
+      | awk -v self="$crate" '$1 ~ /^sluice-/ && $1 != self {print $1}' | sort -u); do
+    if [[ " ${allowed[$crate]} " != *" $dep "* ]]; then
+      echo "error: $crate depends on $dep, an edge ARCHITECTURE.md does not draw" >&2
+      exit 1
+    fi
+  done
+done
+echo "ok: ${#allowed[@]} crates, every edge drawn"
+
+# Fails when the tree of $1 holds a crate matching the regular expression $2; $3 says why.
+forbid() {
+  local deps
+  deps=$(cargo tree --locked -p "$1" -e normal,build --prefix none --target all | awk '{print $1}' | sort -u)
+  if grep -E "^($2)\$" <<<"$deps"; then
+    echo "error: $1 depends on the crates above; $3" >&2
+    exit 1
+  fi
+  echo "ok: $1 has $(wc -l <<<"$deps") crates, none of ($2)"
+}
+forbid sluice-partitioner 'datafusion.*|aws-sdk-.*|aws-config|parquet|arrow-array' "keep the Lambda lean"
+forbid sluice-producer 'datafusion.*|parquet|arrow-array|sluice-lake|sluice-ingest|sluice-query' \
+  "a service that only publishes compiles no Parquet writer, write-ahead log or query engine"
+forbid sluice-lake 'datafusion.*|sluice-ingest|sluice-query' "the lake stands below both engines"
+forbid sluice-ingest 'datafusion.*|sluice-query' "ingest never depends on the query engine"
+forbid sluice-query 'sluice-ingest' "query never depends on ingest"

@@ -11,7 +11,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use axum::{Json, Router, http::StatusCode};
-use sluice_auth::{ApiError, Authn, Gate, Verifier, http::ConnectionLimits, routes::Routes};
+use sluice_auth::{
+    ApiError, Authn, Gate, Verifier,
+    http::ConnectionLimits,
+    routes::{RouteTable, Routes},
+};
 use sluice_ingest::{
     metrics::Metrics,
     server::BodyLimits,
@@ -38,6 +42,8 @@ pub struct Server {
     pub pipeline: Pipeline,
     /// What the log held at start.
     pub recovery: Recovery,
+    /// Every `/v1` route it serves, with the role each needs.
+    pub routes: RouteTable,
     /// The hold on the lake (one server a lake).
     lock: LakeLock,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -91,6 +97,7 @@ impl Server {
             max_records: settings.max_records,
         };
         let routes = sluice_ingest::server::routes(pipeline.clone(), limits).merge(query);
+        let table = routes.table().clone();
         let app = protect(settings, routes).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (header_timeout, connections) = (settings.header_timeout, settings.connections);
@@ -100,7 +107,7 @@ impl Server {
             })
             .await;
         });
-        Ok(Self { addr, pipeline, recovery, lock, stop, task })
+        Ok(Self { addr, pipeline, recovery, routes: table, lock, stop, task })
     }
 
     /// Resolves if the hold on the lake is lost (a lease on S3 taken over after renewals
@@ -174,7 +181,11 @@ pub async fn protect(settings: &Settings, routes: Routes) -> Result<Router> {
 
 /// The answer to a path that is not there.
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md for the API")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; the API is in docs/ingest.md and docs/query.md",
+    )
 }
 
 /// `GET /healthz` of a query-only server.
@@ -218,5 +229,112 @@ pub fn warn_if_open(settings: &Settings) {
              write every organization's logs. Use it only for a trial on this machine.",
             settings.listen
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::Method;
+    use sluice_auth::token::{self, Role};
+    use sluice_schemas::Registry;
+
+    use super::{Server, query_routes};
+    use crate::{config::Partial, runtime::partitioner};
+
+    const SECRET: &str = "route-table-test-secret-0123456789abcdef";
+
+    fn mint(roles: &[Role]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
+        let claims =
+            token::claims("route-test", &["acme".to_owned()], &roles, Duration::from_secs(600)).expect("claims");
+        token::mint(SECRET.as_bytes(), &claims).expect("mint")
+    }
+
+    /// A request path of a declared pattern: `x` for each `{name}`.
+    fn concrete(pattern: &str) -> String {
+        pattern
+            .split('/')
+            .map(|s| if s.starts_with('{') && s.ends_with('}') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The route table of the server as it runs, enumerated: whatever routes are added, each is
+    /// refused without a token (401), refused with a token that holds every role but the one it
+    /// declares (403, naming that role), and reached with that role alone. A method or path no
+    /// route declares is not there (404), whatever the token.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_declared_route_needs_its_role_and_nothing_else_is_reachable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let settings = Partial {
+            lake: Some(dir.path().to_str().expect("utf8").to_owned()),
+            listen: Some("127.0.0.1:0".to_owned()),
+            jwt_secret: Some(SECRET.to_owned()),
+            ..Partial::default()
+        }
+        .validate()
+        .expect("settings");
+        let registry = Registry::builtin();
+        let query = query_routes(&settings, registry.clone(), None).await.expect("query routes");
+        let server = Server::start(&settings, partitioner(registry, None), query).await.expect("server");
+        let base = format!("http://{}", server.addr);
+        let client = reqwest::Client::new();
+        let send = |method: Method, path: &str, token: Option<&str>| {
+            let mut r = client.request(method, format!("{base}{path}")).header("content-type", "application/json");
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            async move {
+                let r = r.body("{}").send().await.expect("send");
+                let status = r.status().as_u16();
+                let body = r.bytes().await.expect("body");
+                let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                (status, body)
+            }
+        };
+
+        let declared: Vec<_> = server.routes.iter().cloned().collect();
+        for (method, path) in [(Method::POST, "/v1/logs"), (Method::POST, "/v1/queries"), (Method::GET, "/v1/search")] {
+            assert!(declared.iter().any(|d| d.method == method && d.path == path), "{method} {path} is not declared");
+        }
+        let admin = mint(&[Role::Admin]);
+        for d in &declared {
+            let (method, path, role) = (d.method.clone(), concrete(&d.path), d.access.role);
+            let what = format!("{method} {}", d.path);
+            let (status, body) = send(method.clone(), &path, None).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{what}: {body}");
+
+            let others: Vec<Role> = Role::ALL.into_iter().filter(|r| *r != role && *r != Role::Admin).collect();
+            let (status, body) = send(method.clone(), &path, Some(&mint(&others))).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{what}: {body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(role.as_str()), "{what}: the refusal does not name {role}: {message}");
+
+            for token in [mint(&[role]), admin.clone()] {
+                let (status, body) = send(method.clone(), &path, Some(&token)).await;
+                assert!(![401, 403].contains(&status), "{what} with {role}: {status} {body}");
+                let message = body["error"]["message"].as_str().unwrap_or_default();
+                assert!(!message.contains("in this API"), "{what} with {role}: the gate refused it: {body}");
+            }
+
+            // Methods the path does not declare are not there.
+            for other in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+                if declared.iter().any(|e| e.method == other && e.path == d.path) {
+                    continue;
+                }
+                let (status, body) = send(other.clone(), &path, Some(&admin)).await;
+                assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{other} {path}");
+            }
+        }
+        for path in ["/v1/nope", "/v1", "/v1/", "/v1/logs/extra", "/v1/queries/x/y/z"] {
+            let (status, body) = send(Method::GET, path, Some(&admin)).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{path}: {body}");
+        }
+        // Outside /v1 only the open routes answer.
+        assert_eq!(send(Method::GET, "/healthz", None).await.0, 200);
+        assert_eq!(send(Method::GET, "/nope", None).await.0, 404);
+        server.stop().await.expect("stop");
     }
 }

@@ -119,7 +119,7 @@ async fn gate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Respon
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no {} {path} in this API; see the README", req.method()),
+            format!("no {} {path} in this API; the API is in docs/ingest.md and docs/query.md", req.method()),
         );
     };
     let principal = match gate.principal(req.headers()).await {

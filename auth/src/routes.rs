@@ -63,7 +63,7 @@ impl RouteTable {
     /// What `method` on `path` needs; `None` when no route declares it. `HEAD` is `GET`'s.
     pub fn access(&self, method: &Method, path: &str) -> Option<Access> {
         let method = if method == Method::HEAD { &Method::GET } else { method };
-        self.0.iter().find(|d| &d.method == method && matches(&d.path, path)).map(|d| d.access)
+        self.0.iter().find(|d| d.method == method && matches(&d.path, path)).map(|d| d.access)
     }
 
     /// The declared routes.
@@ -141,6 +141,11 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         let filter = MethodFilter::try_from(method).expect("a method axum routes");
         self.router = self.router.route(path, on(filter, handler));
         self
+    }
+
+    /// The routes declared so far.
+    pub fn table(&self) -> &RouteTable {
+        &self.table
     }
 
     /// The routes with their state.

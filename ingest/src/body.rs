@@ -233,8 +233,12 @@ pub fn fuzz(data: &[u8]) {
     assert!(ranges.iter().all(|r| r.start < r.end && r.end <= body.len()), "a record outside the body");
     assert_eq!(count_records(&body, shape, 10), ranges.len().min(11));
     if shape == Shape::Array {
-        let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&body).expect("a valid array");
-        let ours: Vec<&[u8]> = ranges.iter().map(|r| &body[r.clone()]).collect();
+        // serde_json checks the UTF-8 inside strings, which the split leaves to each record's own
+        // verdict (one element's bad bytes reject that element, not the request): compare on a
+        // copy of the same length with every byte past ASCII made ASCII.
+        let ascii: Vec<u8> = body.iter().map(|&b| if b.is_ascii() { b } else { b'x' }).collect();
+        let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&ascii).expect("a valid array");
+        let ours: Vec<&[u8]> = ranges.iter().map(|r| &ascii[r.clone()]).collect();
         let theirs: Vec<&[u8]> = items.iter().map(|r| r.get().as_bytes()).collect();
         assert_eq!(ours, theirs, "the elements of an array");
     }

@@ -7,22 +7,23 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, local::LocalFileSystem, path::Path};
 use sluice_schemas::Partition;
+use sluice_schemas::{PARTITION_INDEX, PARTITION_INDEX_COMPLETE};
 
 use crate::{
     error::{Error, Result},
-    write::write_durably,
+    write::{self, StagedFile, write_durably},
 };
 
 /// A lake: where Parquet data files and error records go.
 #[derive(Debug, Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
-    pub(crate) prefix: Path,
+    prefix: Path,
     url: String,
-    pub(crate) local_root: Option<std::path::PathBuf>,
+    local_root: Option<std::path::PathBuf>,
     /// The (environment, organization) pairs of the partition index written (or found) by
     /// this process.
-    pub(crate) indexed: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    indexed: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl Lake {
@@ -144,7 +145,7 @@ impl Lake {
         self.put_object(key, bytes).await
     }
 
-    pub(crate) async fn put_object(&self, key: &Path, bytes: Bytes) -> Result<()> {
+    async fn put_object(&self, key: &Path, bytes: Bytes) -> Result<()> {
         let Some(root) = &self.local_root else {
             self.store.put(key, PutPayload::from_bytes(bytes)).await?;
             return Ok(());
@@ -153,5 +154,93 @@ impl Lake {
         tokio::task::spawn_blocking(move || write_durably(&file, &bytes))
             .await
             .map_err(Error::task("a durable write"))?
+    }
+    /// The filesystem (device number) of a local lake's root, where files can be committed in
+    /// groups ([`crate::write::commit_groups`]): on Linux, which has `syncfs(2)`. `None`
+    /// otherwise: files are then made durable one by one ([`Lake::put`]).
+    pub fn group_commit_device(&self) -> Option<u64> {
+        write::group_commit_device(self.local_root.as_ref()?)
+    }
+
+    /// Writes `bytes` beside the file of `key` without syncing it, for
+    /// [`crate::write::commit_groups`]. A file that lands on another filesystem than `device` (a
+    /// mount inside the lake), or a lake not on local disk, is written durably at once, as
+    /// [`Lake::put`] does: `Ok(None)`.
+    pub async fn stage(&self, key: &Path, bytes: Bytes, device: u64) -> Result<Option<StagedFile>> {
+        let Some(root) = &self.local_root else { return self.put(key, bytes).await.map(|()| None) };
+        self.index(key).await?;
+        let file = root.join(key.as_ref());
+        tokio::task::spawn_blocking(move || write::stage_file(file, &bytes, device))
+            .await
+            .map_err(Error::task("staging a file"))?
+    }
+
+    /// Deletes the staged files a crashed writer left in a local lake for `older_than`
+    /// ([`crate::write::sweep_staged`]); returns how many. Other lakes: 0 (an S3 multipart
+    /// upload never completed is the bucket's lifecycle rule's to abort).
+    pub fn sweep_staged(&self, older_than: std::time::Duration) -> usize {
+        self.local_root.as_deref().map_or(0, |root| write::sweep_staged(root, older_than))
+    }
+}
+
+/// The partition index ([`sluice_schemas::PARTITION_INDEX`]): an empty object a pair of
+/// organization and environment, written before the first data file of their folder, so that a
+/// reader scoped to some organizations lists only their environments.
+impl Lake {
+    /// The environment and organization of a data file's key (`logs/environment=E/organization=O/…`).
+    fn env_org(&self, key: &Path) -> Option<(String, String)> {
+        let rel = key.prefix_match(&self.prefix)?;
+        let parts: Vec<_> = rel.take(4).collect();
+        let [logs, env, org, _] = parts.as_slice() else { return None };
+        if logs.as_ref() != "logs" {
+            return None;
+        }
+        Some((
+            env.as_ref().strip_prefix("environment=")?.to_owned(),
+            org.as_ref().strip_prefix("organization=")?.to_owned(),
+        ))
+    }
+
+    fn index_key(&self, env: &str, org: &str) -> Path {
+        self.key(&format!("{PARTITION_INDEX}/organization={org}/environment={env}"))
+    }
+
+    /// Makes sure the partition index has the environment and organization of the data file
+    /// `key` before the file is written (once a pair and process).
+    async fn index(&self, key: &Path) -> Result<()> {
+        let Some(pair) = self.env_org(key) else { return Ok(()) };
+        if self.indexed.lock().expect("index lock").contains(&pair) {
+            return Ok(());
+        }
+        self.put_object(&self.index_key(&pair.0, &pair.1), Bytes::new()).await?;
+        self.indexed.lock().expect("index lock").insert(pair);
+        Ok(())
+    }
+
+    /// Indexes a lake that has no complete partition index yet (written by an earlier version,
+    /// or empty), listing each environment folder once, then marks the index complete. Run by
+    /// `sluice serve` at start; from then on every sluice writer keeps the index.
+    pub async fn complete_index(&self) -> Result<()> {
+        let complete = self.key(PARTITION_INDEX_COMPLETE);
+        if self.store().head(&complete).await.is_ok() {
+            return Ok(());
+        }
+        let values = |listing: object_store::ListResult, key: &str| -> Vec<String> {
+            listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename()?.strip_prefix(key).map(str::to_owned))
+                .filter(|v| sluice_schemas::validate_partition_value(v).is_ok())
+                .collect()
+        };
+        let logs = self.key("logs");
+        for env in values(self.store().list_with_delimiter(Some(&logs)).await?, "environment=") {
+            let at = logs.clone().join(format!("environment={env}"));
+            for org in values(self.store().list_with_delimiter(Some(&at)).await?, "organization=") {
+                self.put_object(&self.index_key(&env, &org), Bytes::new()).await?;
+                self.indexed.lock().expect("index lock").insert((env.clone(), org));
+            }
+        }
+        self.put_object(&complete, Bytes::new()).await
     }
 }

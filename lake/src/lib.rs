@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! Lake::open(url) ──► one object store, chosen by URL (path, file://, s3://bucket/prefix)
-//!   ├─ layout      keys of data files, error files, the partition index (`lake`, `index`)
+//!   ├─ layout      keys of data files, error files, the partition index (`lake`)
 //!   ├─ writes      durable: staged, synced, renamed; in groups with syncfs (`write`)
 //!   ├─ encode      rows → zstd Parquet (`encode`); error records (`error_record`)
 //!   ├─ live view   which files are part of the lake (`live`), read by every sluice reader
@@ -13,7 +13,6 @@
 
 mod error;
 mod footer;
-mod index;
 mod lake;
 mod stats;
 

@@ -1,22 +1,16 @@
 //! Durable writes to a lake on local disk: a file is staged beside its place (`{file}#{n}`,
 //! which listings and `*.parquet` globs skip), made durable, renamed into place, and the rename
 //! made durable; or, for a writer that stages many files at once, committed in groups with one
-//! `syncfs(2)` ([`commit_groups`]). What a crashed writer staged is swept
-//! ([`Lake::sweep_staged`]).
+//! `syncfs(2)` ([`commit_groups`]). What a crashed writer staged is swept ([`sweep_staged`]).
+//! [`crate::Lake`] writes through these.
 
-use bytes::Bytes;
-use object_store::path::Path;
-
-use crate::{
-    Lake,
-    error::{Error, Result},
-};
+use crate::error::{Error, Result};
 
 /// Writes `bytes` to `file` as object_store's `LocalFileSystem` does (a staged `{file}#{n}` beside
 /// it, which its listings and `*.parquet` globs skip, renamed into place; missing folders made),
 /// and makes it durable on the way: the staged file is fsynced through the handle that wrote it,
 /// then the folder after the rename. One open a file instead of three, on one blocking thread.
-pub(crate) fn write_durably(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
+pub fn write_durably(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let (f, staged, new_dirs) = write_staged(file, bytes)?;
     publish_durably(f, &staged, file, &new_dirs)
 }
@@ -85,31 +79,21 @@ pub struct StagedFile {
     file: std::path::PathBuf,
 }
 
-impl Lake {
-    /// The filesystem (device number) of a local lake's root, where files can be committed in
-    /// groups: on Linux, which has `syncfs(2)`. `None` otherwise: files are then made durable one
-    /// by one ([`Lake::put`]).
-    pub fn group_commit_device(&self) -> Option<u64> {
-        device(&std::fs::metadata(self.local_root.as_ref()?).ok()?)
-    }
+/// The filesystem (device number) of `root`, where files can be committed in groups: on Linux,
+/// which has `syncfs(2)`. `None` otherwise: files are then made durable one by one.
+pub fn group_commit_device(root: &std::path::Path) -> Option<u64> {
+    device(&std::fs::metadata(root).ok()?)
+}
 
-    /// Writes `bytes` beside the file of `key` without syncing it, for [`commit_groups`]. A file
-    /// that lands on another filesystem than `device` (a mount inside the lake) is made durable
-    /// and put in place at once, as [`Lake::put`] does: `Ok(None)`.
-    pub async fn stage(&self, key: &Path, bytes: Bytes, device: u64) -> Result<Option<StagedFile>> {
-        let Some(root) = &self.local_root else { return self.put(key, bytes).await.map(|()| None) };
-        self.index(key).await?;
-        let file = root.join(key.as_ref());
-        tokio::task::spawn_blocking(move || {
-            let (f, staged, new_dirs) = write_staged(&file, &bytes)?;
-            if f.metadata().ok().as_ref().and_then(self::device) == Some(device) {
-                return Ok(Some(StagedFile { staged, file }));
-            }
-            publish_durably(f, &staged, &file, &new_dirs).map(|()| None)
-        })
-        .await
-        .map_err(Error::task("staging a file"))?
+/// Writes `bytes` beside `file` without syncing it, for [`commit_groups`]. A file that lands on
+/// another filesystem than `device` (a mount inside the lake) is made durable and put in place
+/// at once, as [`write_durably`] does: `None`.
+pub fn stage_file(file: std::path::PathBuf, bytes: &[u8], device: u64) -> Result<Option<StagedFile>> {
+    let (f, staged, new_dirs) = write_staged(&file, bytes)?;
+    if f.metadata().ok().as_ref().and_then(self::device) == Some(device) {
+        return Ok(Some(StagedFile { staged, file }));
     }
+    publish_durably(f, &staged, &file, &new_dirs).map(|()| None)
 }
 
 #[cfg(target_os = "linux")]
@@ -143,7 +127,7 @@ fn sync_filesystem(_: &std::path::Path) -> std::io::Result<()> {
 /// durable, after which `(id, true)` is sent on `done`. Encoding and staging go on meanwhile, so
 /// each sync serves every file staged while the one before ran. A file whose sync or rename
 /// fails is sent as `(id, false)`, its staged copy removed: the sender writes it again with
-/// [`Lake::put`]. Ends when `staged` is closed and every file received has been answered.
+/// [`write_durably`]. Ends when `staged` is closed and every file received has been answered.
 pub async fn commit_groups(
     root: std::path::PathBuf,
     mut staged: tokio::sync::mpsc::UnboundedReceiver<(u64, StagedFile)>,
@@ -211,35 +195,30 @@ fn create_dirs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(missing)
 }
 
-impl Lake {
-    /// Deletes the staged files (`{file}#…`, which listings never show) under `logs/` and
-    /// `errors/` of a local lake that nothing has written for `older_than`: what a writer that
-    /// crashed between staging a file and renaming it left behind. Returns how many. Other
-    /// lakes: 0 (an S3 multipart upload that was never completed is the bucket's lifecycle
-    /// rule's to abort).
-    pub fn sweep_staged(&self, older_than: std::time::Duration) -> usize {
-        let Some(root) = &self.local_root else { return 0 };
-        let mut swept = 0;
-        let mut dirs = vec![root.join("logs"), root.join("errors")];
-        while let Some(dir) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for e in entries.flatten() {
-                let Ok(kind) = e.file_type() else { continue };
-                if kind.is_dir() {
-                    dirs.push(e.path());
-                    continue;
-                }
-                let stale = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-                if e.file_name().to_string_lossy().contains('#')
-                    && stale.is_some_and(|age| age >= older_than)
-                    && std::fs::remove_file(e.path()).is_ok()
-                {
-                    swept += 1;
-                }
+/// Deletes the staged files (`{file}#…`, which listings never show) under `logs/` and `errors/`
+/// of the local lake at `root` that nothing has written for `older_than`: what a writer that
+/// crashed between staging a file and renaming it left behind. Returns how many.
+pub fn sweep_staged(root: &std::path::Path, older_than: std::time::Duration) -> usize {
+    let mut swept = 0;
+    let mut dirs = vec![root.join("logs"), root.join("errors")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                dirs.push(e.path());
+                continue;
+            }
+            let stale = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if e.file_name().to_string_lossy().contains('#')
+                && stale.is_some_and(|age| age >= older_than)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                swept += 1;
             }
         }
-        swept
     }
+    swept
 }
 
 /// Bytes an unprivileged process may still write on the filesystem of `dir`.
@@ -259,7 +238,10 @@ pub fn free_bytes(_dir: &std::path::Path) -> Option<u64> {
 mod tests {
     use futures::StreamExt;
 
+    use bytes::Bytes;
+
     use super::*;
+    use crate::Lake;
 
     #[tokio::test]
     async fn local_put_makes_folders_replaces_whole_files_and_steps_over_leftover_staged_files() {

@@ -48,7 +48,7 @@ impl From<Error> for ApiError {
         let info = crate::exec::ErrorInfo::from(&e);
         let status = match &e {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             e if e.is_user_error() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -256,8 +256,14 @@ async fn search(
     let page_size = p.page_size.unwrap_or(50).clamp(1, 1000);
     let after = match &p.cursor {
         Some(c) => {
+            // A cursor this API handed out: the time and record id of a page's last row.
             let v = decode_cursor(c)?;
-            Some((v["t"].as_str().unwrap_or_default().to_owned(), v["r"].as_str().unwrap_or_default().to_owned()))
+            let (Some(t), Some(r)) = (v["t"].as_str(), v["r"].as_str()) else { return Err(Error::BadCursor.into()) };
+            let time_ok = DateTime::parse_from_rfc3339(t).is_ok();
+            if !time_ok || r.is_empty() || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::BadCursor.into());
+            }
+            Some((t.to_owned(), r.to_owned()))
         }
         None => None,
     };

@@ -24,7 +24,7 @@ use datafusion::{
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, path::Path, signer::Signer};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Limit, Result};
 
 /// Where and how queries run on Athena.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ impl Athena {
 
     /// Starts `sql`; returns the query execution id.
     pub async fn start(&self, sql: &str) -> Result<String> {
-        crate::engine::check_sql(sql, self.config.max_sql_bytes)?;
+        crate::guard::check_sql(sql, self.config.max_sql_bytes)?;
         let mut req = self
             .client
             .start_query_execution()
@@ -107,7 +107,9 @@ impl Athena {
             req = req.result_configuration(ResultConfiguration::builder().output_location(loc).build());
         }
         let out = req.send().await.map_err(|e| aws_error("StartQueryExecution", &e))?;
-        out.query_execution_id().map(str::to_owned).ok_or_else(|| Error::Engine("Athena returned no query id".into()))
+        out.query_execution_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Aws { call: "StartQueryExecution", message: "Athena returned no query id".into() })
     }
 
     /// Polls `id` with exponential backoff until it finishes; `on_poll` sees the bytes scanned so
@@ -123,7 +125,10 @@ impl Athena {
                 .send()
                 .await
                 .map_err(|e| aws_error("GetQueryExecution", &e))?;
-            let exec = out.query_execution().ok_or_else(|| Error::Engine(format!("Athena forgot query {id}")))?;
+            let exec = out.query_execution().ok_or_else(|| Error::Aws {
+                call: "GetQueryExecution",
+                message: format!("Athena forgot query {id}"),
+            })?;
             let scanned = exec.statistics().and_then(|s| s.data_scanned_in_bytes()).unwrap_or(0).max(0) as u64;
             on_poll(scanned);
             let status = exec.status();
@@ -132,7 +137,10 @@ impl Athena {
                     let output_location = exec
                         .result_configuration()
                         .and_then(|r| r.output_location())
-                        .ok_or_else(|| Error::Engine(format!("Athena query {id} has no result location")))?
+                        .ok_or_else(|| Error::Aws {
+                            call: "GetQueryExecution",
+                            message: format!("Athena query {id} has no result location"),
+                        })?
                         .to_owned();
                     let columns = self.columns(id).await?;
                     return Ok(Finished { id: id.to_owned(), output_location, bytes_scanned: scanned, columns });
@@ -141,17 +149,18 @@ impl Athena {
                     let reason = status.and_then(|s| s.state_change_reason()).unwrap_or("no reason given").to_owned();
                     // Athena's error category 2 is a user error (syntax, unknown table, …).
                     let user = status.and_then(|s| s.athena_error()).is_some_and(|e| e.error_category() == Some(2));
-                    return Err(if user { Error::Sql(reason) } else { Error::Engine(format!("Athena: {reason}")) });
+                    return Err(if user {
+                        Error::AthenaSql { reason }
+                    } else {
+                        Error::Aws { call: "Athena", message: reason }
+                    });
                 }
                 Some(QueryExecutionState::Cancelled) => return Err(Error::Cancelled),
                 _ => {}
             }
             if tokio::time::Instant::now() + pause > deadline {
                 self.stop(id).await.ok();
-                return Err(Error::Limit(format!(
-                    "the Athena query took longer than {} s and was stopped; narrow it by partition or time",
-                    self.config.timeout.as_secs()
-                )));
+                return Err(Limit::Time { secs: self.config.timeout.as_secs(), planning: false }.into());
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(self.config.max_poll);
@@ -195,7 +204,8 @@ impl Athena {
     ) -> Result<String> {
         let (store, _) = self.result_object(finished).await?;
         let key = Path::from(format!("exports/{}.csv", finished.id));
-        let fail = |e: String| Error::Engine(format!("cannot upload the export to {key}: {e}"));
+        let fail =
+            |e: String| Error::Aws { call: "PutObject", message: format!("cannot upload the export to {key}: {e}") };
         let mut upload =
             object_store::buffered::BufWriter::new(Arc::clone(&store) as Arc<dyn ObjectStore>, key.clone());
         let mut local = tokio::fs::File::open(file).await.map_err(|e| fail(e.to_string()))?;
@@ -225,7 +235,7 @@ impl Athena {
 
     /// The store and key of a result file.
     pub async fn result_object(&self, finished: &Finished) -> Result<(Arc<object_store::aws::AmazonS3>, Path)> {
-        let bad = |reason: String| Error::Lake { url: finished.output_location.clone(), reason };
+        let bad = |reason: String| Error::Location { url: finished.output_location.clone(), reason };
         let location = sluice_aws::S3Location::parse(&finished.output_location)
             .ok_or_else(|| bad("not an s3:// location".into()))?
             .map_err(bad)?;
@@ -239,10 +249,10 @@ impl Athena {
     pub async fn presigned_url(&self, finished: &Finished, expires_in: Duration) -> Result<String> {
         let (store, key) = self.result_object(finished).await?;
         let expires_in = expires_in.min(Duration::from_secs(7 * 24 * 3600));
-        let url = store
-            .signed_url(reqwest::Method::GET, &key, expires_in)
-            .await
-            .map_err(|e| Error::Engine(format!("cannot presign {}: {e}", finished.output_location)))?;
+        let url = store.signed_url(reqwest::Method::GET, &key, expires_in).await.map_err(|e| Error::Aws {
+            call: "presigning",
+            message: format!("cannot presign {}: {e}", finished.output_location),
+        })?;
         Ok(url.to_string())
     }
 
@@ -252,7 +262,7 @@ impl Athena {
         finished: &Finished,
     ) -> Result<futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>> {
         let (store, key) = self.result_object(finished).await?;
-        let got = store.get(&key).await.map_err(|e| Error::Lake {
+        let got = store.get(&key).await.map_err(|e| Error::Location {
             url: finished.output_location.clone(),
             reason: format!("{e}; the reader needs s3:GetObject on Athena's result location"),
         })?;
@@ -362,15 +372,16 @@ fn parse_csv(
     let mut builders = new_builders();
     let mut rows = 0;
     let mut record = csv::ByteRecord::new();
-    let csv_error = |e: csv::Error| Error::Engine(format!("Athena's result file: {e}"));
+    let csv_error = |e: csv::Error| Error::Aws { call: "reading Athena's result file", message: e.to_string() };
     let finish = |builders: &mut Vec<StringBuilder>| -> Result<RecordBatch> {
         let columns = builders
             .iter_mut()
             .zip(schema.fields())
             .map(|(b, f)| cast(&(Arc::new(b.finish()) as ArrayRef), f.data_type()))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Engine(format!("Athena's result file: {e}")))?;
-        RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::Engine(e.to_string()))
+            .map_err(|e| Error::Aws { call: "reading Athena's result file", message: e.to_string() })?;
+        RecordBatch::try_new(Arc::clone(schema), columns)
+            .map_err(|e| Error::Aws { call: "reading Athena's result file", message: e.to_string() })
     };
     while csv.read_byte_record(&mut record).map_err(csv_error)? {
         for (i, b) in builders.iter_mut().enumerate() {
@@ -394,13 +405,16 @@ fn parse_csv(
     Ok(())
 }
 
-fn aws_error<E: std::error::Error + 'static>(call: &str, e: &E) -> Error {
-    Error::Engine(sluice_aws::error_text(
-        &format!("Athena {call}"),
-        e,
-        "check --workgroup and --database (the stack's outputs), the region (AWS_REGION) and \
-         credentials with the stack's analyst policy",
-    ))
+fn aws_error<E: std::error::Error + 'static>(call: &'static str, e: &E) -> Error {
+    Error::Aws {
+        call,
+        message: sluice_aws::error_text(
+            &format!("Athena {call}"),
+            e,
+            "check --workgroup and --database (the stack's outputs), the region (AWS_REGION) and \
+             credentials with the stack's analyst policy",
+        ),
+    }
 }
 
 #[cfg(test)]

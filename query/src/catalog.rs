@@ -85,7 +85,7 @@ impl LakeTable {
     /// lists by those two partition values.
     pub fn new(logs_url: &str, registry: &Registry, store: Arc<dyn ObjectStore>, scope: Orgs) -> Result<Self> {
         let url = ListingTableUrl::parse(logs_url)
-            .map_err(|e| Error::Lake { url: logs_url.into(), reason: e.to_string() })?;
+            .map_err(|e| Error::Location { url: logs_url.into(), reason: e.to_string() })?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(partition_fields());

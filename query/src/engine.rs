@@ -1,7 +1,8 @@
 //! The query engine: DataFusion over the lake, safe for SQL from strangers.
 //!
-//! * Queries only: DDL, DML (`INSERT`, `COPY`), statements (`SET`, transactions) are refused
-//!   before planning; URL tables are off; the SQL text has a size limit.
+//! * Queries only: the guard ([`crate::guard`]) refuses DDL, DML (`INSERT`, `COPY`) and
+//!   statements (`SET`, transactions) from the parsed statement, before planning; URL tables
+//!   are off; the SQL text has a size limit.
 //! * Each query runs in its own session with its own memory pool inside one pool all queries
 //!   share (a clean `ResourcesExhausted` error past either limit), with scalar functions whose
 //!   output is bounded ([`crate::limits`]), under a timeout, and can be cancelled by dropping its
@@ -19,6 +20,7 @@ use std::{
 
 use datafusion::{
     arrow::record_batch::RecordBatch,
+    error::DataFusionError,
     execution::{
         SendableRecordBatchStream, SessionStateBuilder, TaskContext,
         cache::cache_manager::{CacheManager, CacheManagerConfig},
@@ -37,7 +39,8 @@ use url::Url;
 
 use crate::{
     catalog::{LakeTable, events_view_sql, logtype_view_sql},
-    error::{Error, Result},
+    error::{Error, Limit, Result},
+    guard::parse_query,
     limits::{QueryPool, bounded_functions},
 };
 
@@ -98,117 +101,6 @@ pub struct Engine {
     functions: Arc<Vec<ScalarUDF>>,
 }
 
-/// Checks SQL text before it reaches the planner.
-pub fn check_sql(sql: &str, max_bytes: usize) -> Result<()> {
-    if sql.len() > max_bytes {
-        return Err(Error::Rejected(format!("the SQL text is {} bytes; the limit is {max_bytes} bytes", sql.len())));
-    }
-    if sql.trim().trim_end_matches(';').trim().is_empty() {
-        return Err(Error::Rejected("the SQL text is empty".into()));
-    }
-    check_complexity(sql)
-}
-
-/// Deepest parenthesis nesting allowed.
-pub const MAX_NESTING: usize = 64;
-/// Most operators (arithmetic, comparison, `AND`, `OR`, `UNION`, `JOIN`, …) in one SQL text.
-pub const MAX_OPERATORS: usize = 1000;
-
-/// Refuses SQL whose plan would be so deep that planning or evaluating it could exhaust the
-/// stack: the planner and the expression evaluator recurse once per nesting level and per operator
-/// of a chain like `a + b + c + …`. Counted on tokens, before anything is parsed.
-fn check_complexity(sql: &str) -> Result<()> {
-    use datafusion::sql::sqlparser::{
-        dialect::GenericDialect, keywords::Keyword, tokenizer::Token, tokenizer::Tokenizer,
-    };
-    // A text the tokenizer refuses is left to the parser, which reports it properly.
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
-    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
-    for token in &tokens {
-        match token {
-            Token::LParen | Token::LBracket | Token::LBrace => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
-            Token::Word(w)
-                if matches!(
-                    w.keyword,
-                    Keyword::AND
-                        | Keyword::OR
-                        | Keyword::NOT
-                        | Keyword::UNION
-                        | Keyword::INTERSECT
-                        | Keyword::EXCEPT
-                        | Keyword::JOIN
-                        | Keyword::CASE
-                        | Keyword::WHEN
-                        | Keyword::LIKE
-                        | Keyword::ILIKE
-                        | Keyword::BETWEEN
-                        | Keyword::IS
-                ) && w.quote_style.is_none() =>
-            {
-                operators += 1;
-            }
-            Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat
-            | Token::Eq
-            | Token::DoubleEq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Ampersand
-            | Token::Pipe
-            | Token::Caret
-            | Token::DoubleColon
-            | Token::Arrow
-            | Token::LongArrow => operators += 1,
-            _ => {}
-        }
-    }
-    if deepest > MAX_NESTING {
-        return Err(Error::Rejected(format!(
-            "the SQL nests parentheses {deepest} deep; the limit is {MAX_NESTING}: flatten the expression"
-        )));
-    }
-    if operators > MAX_OPERATORS {
-        return Err(Error::Rejected(format!(
-            "the SQL has {operators} operators; the limit is {MAX_OPERATORS}: use IN (…) lists, a CASE, or several queries"
-        )));
-    }
-    Ok(())
-}
-
-/// The fuzz target `sql_guard` (`fuzz/`, [`sluice_schemas::fuzz`]): any text either is refused
-/// by [`check_sql`] or parses within the parser's own limits (on a stack the size of a tokio
-/// worker's), never overflowing the stack or panicking.
-pub fn fuzz_sql_guard(data: &[u8]) {
-    let Ok(sql) = std::str::from_utf8(data) else { return };
-    if check_sql(sql, 64 * 1024).is_err() {
-        return;
-    }
-    let sql = sql.to_owned();
-    let parsed = std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || {
-            let parsed = datafusion::sql::parser::DFParserBuilder::new(sql.as_str())
-                .with_recursion_limit(200)
-                .build()
-                .and_then(|mut p| Ok(p.parse_statements()?));
-            drop(parsed);
-        })
-        .expect("thread")
-        .join();
-    assert!(parsed.is_ok(), "parsing accepted SQL panicked");
-}
-
 impl Engine {
     /// An engine over the lake at the URL `lake` (a folder, `file://…`, or `s3://bucket/prefix`;
     /// the same rules as every command, [`Lake::open_existing`]).
@@ -233,7 +125,7 @@ impl Engine {
                 .with_metadata_cache_limit(METADATA_CACHE_BYTES),
         )?;
         let logs_url =
-            url.join("logs/").map_err(|e| Error::Lake { url: url.to_string(), reason: e.to_string() })?.to_string();
+            url.join("logs/").map_err(|e| Error::Location { url: url.to_string(), reason: e.to_string() })?.to_string();
         let memory = Arc::new(GreedyMemoryPool::new(config.total_memory_limit.max(config.memory_limit)));
         let defaults = SessionStateBuilder::new().with_default_features().build();
         let functions = Arc::new(bounded_functions(defaults.scalar_functions().values()));
@@ -339,29 +231,24 @@ impl Engine {
     /// Plans a query from untrusted SQL: the physical plan and the context to run it in. Only
     /// queries are allowed; planning runs under the timeout.
     pub async fn plan(&self, sql: &str) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)> {
-        check_sql(sql, self.config.max_sql_bytes)?;
+        let statement = parse_query(sql, self.config.max_sql_bytes)?;
         let ctx = self.session().await?;
         let task = ctx.task_ctx();
         let timeout = self.config.timeout;
-        let sql = sql.to_owned();
         let planned = on_big_stack(async move {
-            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-            let df = ctx.sql_with_options(&sql, options).await.map_err(|e| match Error::from(e) {
-                Error::Sql(m)
-                    if m.contains("not supported")
-                        || m.contains("DDL")
-                        || m.contains("DML")
-                        || m.contains("Statement") =>
-                {
-                    Error::Rejected(format!("{m}. Only queries (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) are allowed"))
-                }
-                other => other,
-            })?;
-            Ok::<_, Error>(df.create_physical_plan().await?)
+            let plan = ctx.state().statement_to_plan(statement).await?;
+            // The statement was checked; the plan is checked again, in case a query plans into
+            // something that is not one.
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+                .verify_plan(&plan)?;
+            Ok::<_, Error>(ctx.execute_logical_plan(plan).await?.create_physical_plan().await?)
         });
         let plan = tokio::time::timeout(timeout, planned)
             .await
-            .map_err(|_| Error::Limit(format!("planning took longer than {} s", timeout.as_secs())))??;
+            .map_err(|_| Limit::Time { secs: timeout.as_secs(), planning: true })??;
         Ok((plan, task))
     }
 
@@ -394,9 +281,9 @@ impl Engine {
             }
             Ok::<_, Error>(out)
         };
-        tokio::time::timeout(timeout, run).await.map_err(|_| {
-            Error::Limit(format!("the query took longer than {} s; narrow it by partition or time", timeout.as_secs()))
-        })?
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| Limit::Time { secs: timeout.as_secs(), planning: false })?
     }
 }
 
@@ -413,22 +300,6 @@ async fn on_big_stack<T: Send + 'static>(fut: impl Future<Output = Result<T>> + 
         .spawn(move || {
             let _ = tx.send(handle.block_on(fut));
         })
-        .map_err(|e| Error::Engine(format!("cannot start a planning thread: {e}")))?;
-    rx.await.map_err(|_| Error::Engine("the planning thread failed".into()))?
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn committed_fuzz_inputs_of_the_sql_guard() {
-        let inputs = sluice_schemas::fuzz::committed_inputs("sql_guard");
-        assert!(inputs.len() >= 5, "the corpus of fuzz/corpus/sql_guard is missing");
-        for (path, bytes) in inputs {
-            assert!(
-                std::panic::catch_unwind(|| super::fuzz_sql_guard(&bytes)).is_ok(),
-                "{} breaks the SQL guard",
-                path.display()
-            );
-        }
-    }
+        .map_err(Error::io("a planning thread"))?;
+    rx.await.map_err(|_| Error::Engine(Box::new(DataFusionError::Internal("the planning thread failed".into()))))?
 }

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use crate::{
     athena::Athena,
     engine::{BytesRead, Engine},
-    error::{Error, Result},
+    error::{DiskScope, Error, Forbidden, Limit, Result},
     format::{CsvWriter, batch_objects},
 };
 
@@ -129,11 +129,14 @@ impl From<&Error> for ErrorInfo {
         let code = match e {
             Error::Rejected(_) => "rejected",
             Error::Forbidden(_) => "forbidden",
-            Error::Sql(_) => "invalid_sql",
+            Error::Sql(_) | Error::AthenaSql { .. } => "invalid_sql",
+            Error::BadCursor => "invalid_request",
             Error::Limit(_) => "limit_exceeded",
             Error::Cancelled => "cancelled",
-            Error::Busy(_) => "too_many_queries",
-            Error::Lake { .. } | Error::Store(_) | Error::Engine(_) => "internal",
+            Error::Busy { .. } => "too_many_queries",
+            Error::Location { .. } | Error::Store(_) | Error::Engine(_) | Error::Io { .. } | Error::Aws { .. } => {
+                "internal"
+            }
         };
         if !e.is_user_error() {
             // The details (paths of the server, say) go to the server's log, not to the caller.
@@ -248,7 +251,7 @@ fn scan_files(plan: &Arc<dyn ExecutionPlan>, files: &mut std::collections::HashM
 impl Executions {
     /// Executions over `engine`, with result files in `config.dir`.
     pub fn new(engine: Engine, config: ExecConfig) -> Result<Self> {
-        let io = |p: &Path, e: std::io::Error| Error::Engine(format!("{}: {e}", p.display()));
+        let io = |p: &Path, e: std::io::Error| Error::io(p)(e);
         std::fs::create_dir_all(&config.dir).map_err(|e| io(&config.dir, e))?;
         let swept = sweep(&config.dir);
         if swept > 0 {
@@ -261,7 +264,7 @@ impl Executions {
         std::fs::create_dir_all(&mine).map_err(|e| io(&mine, e))?;
         let lock_path = mine.join("lock");
         let lock = std::fs::File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
-        lock.try_lock().map_err(|e| Error::Engine(format!("{}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|e| Error::io(&lock_path)(std::io::Error::other(e.to_string())))?;
         let running = Arc::new(Slots::new(config.max_running, config.max_running_per_owner));
         let config = ExecConfig { dir: mine, ..config };
         let me = Self {
@@ -333,22 +336,16 @@ impl Executions {
         let mut usage = self.usage.lock().expect("usage lock");
         let owner = usage.per_owner.get(&e.owner).copied().unwrap_or(0);
         let over = if owner + bytes > c.quota_per_owner {
-            Some(format!("this token's results take {} MiB of disk, its quota", c.quota_per_owner >> 20))
+            Some((DiskScope::Caller, c.quota_per_owner))
         } else if usage.total + bytes > c.quota_total {
-            Some(format!("the results of all callers take {} MiB of disk, the server's limit", c.quota_total >> 20))
+            Some((DiskScope::Server, c.quota_total))
         } else if sluice_lake::write::free_bytes(&c.dir).is_some_and(|free| free < c.reserve + bytes) {
-            Some(format!(
-                "the disk of the results has less than {} MiB free, which results leave to ingest",
-                c.reserve >> 20
-            ))
+            Some((DiskScope::Reserve, c.reserve))
         } else {
             None
         };
-        if let Some(why) = over {
-            return Err(Error::Limit(format!(
-                "{why}; delete finished results you no longer need (they expire after {} s), aggregate, filter or add a LIMIT",
-                c.ttl.as_secs()
-            )));
+        if let Some((scope, limit)) = over {
+            return Err(Limit::Disk { scope, mib: limit >> 20, ttl_secs: c.ttl.as_secs() }.into());
         }
         usage.total += bytes;
         *usage.per_owner.entry(e.owner.clone()).or_default() += bytes;
@@ -358,14 +355,9 @@ impl Executions {
 
     /// A place for `owner`'s query, search or trace among those running, held until dropped.
     pub fn admit(&self, owner: &str) -> Result<Slot> {
-        self.running.try_take(owner).map_err(|full| {
-            Error::Busy(match full {
-                Full::Caller(n) => format!(
-                    "this token already runs {n} queries, searches or exports; wait for one to finish (or cancel \
-                     one) and retry"
-                ),
-                Full::All(n) => format!("the server already runs {n} queries, searches or exports; retry shortly"),
-            })
+        self.running.try_take(owner).map_err(|full| match full {
+            Full::Caller(limit) => Error::Busy { per_caller: true, limit },
+            Full::All(limit) => Error::Busy { per_caller: false, limit },
         })
     }
 
@@ -410,12 +402,7 @@ impl Executions {
         let slot = self.admit(owner)?;
         let work = match &self.athena {
             Some(_) if *scope != Orgs::All => {
-                return Err(Error::Forbidden(
-                    "this server runs queries and exports on Athena, which reads the whole Glue database, so only \
-                     operator tokens (org \"*\") may use them; search and trace work with this token, or ask for \
-                     a server with --engine datafusion"
-                        .into(),
-                ));
+                return Err(Error::Forbidden(Forbidden::AthenaNeedsOperator));
             }
             Some(athena) => Work::Athena(athena.clone(), athena.start(sql).await?),
             None => {
@@ -471,12 +458,9 @@ impl Executions {
                     Work::Athena(athena, query) => run_athena(&athena, &query, output, &path, &config, &meter).await,
                 }
             };
-            let result = tokio::time::timeout(timeout, job).await.unwrap_or_else(|_| {
-                Err(Error::Limit(format!(
-                    "the query took longer than {} s; narrow it by partition or time",
-                    timeout.as_secs()
-                )))
-            });
+            let result = tokio::time::timeout(timeout, job)
+                .await
+                .unwrap_or_else(|_| Err(Limit::Time { secs: timeout.as_secs(), planning: false }.into()));
             if result.is_err() {
                 // A failed result is never downloaded: its disk goes back now, not at expiry.
                 me.delete_result(&e2);
@@ -560,11 +544,11 @@ impl Executions {
 }
 
 fn read_page(path: &Path, offset: u64, page_size: usize) -> Result<(Vec<serde_json::Value>, Option<u64>)> {
-    let io = |e: std::io::Error| Error::Engine(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::io(path)(e);
     let mut f = std::fs::File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     if offset > len {
-        return Err(Error::Sql("the cursor does not belong to this result".into()));
+        return Err(Error::BadCursor);
     }
     f.seek(SeekFrom::Start(offset)).map_err(io)?;
     let mut r = BufReader::new(f);
@@ -578,7 +562,10 @@ fn read_page(path: &Path, offset: u64, page_size: usize) -> Result<(Vec<serde_js
             break;
         }
         pos += n as u64;
-        rows.push(serde_json::from_str(&line).map_err(|e| Error::Engine(e.to_string()))?);
+        rows.push(
+            serde_json::from_str(&line)
+                .map_err(|e| Error::io(path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
+        );
     }
     Ok((rows, (pos < len).then_some(pos)))
 }
@@ -595,7 +582,7 @@ impl Meter<'_> {
     fn account(&self, bytes: u64) -> Result<()> {
         let max = self.executions.config.max_result_bytes;
         if bytes > max {
-            return Err(Error::Limit(format!("the result is over {max} bytes; aggregate, filter or add a LIMIT")));
+            return Err(Limit::ResultSize { bytes: max }.into());
         }
         let charged = self.entry.charged.load(std::sync::atomic::Ordering::Relaxed);
         if bytes > charged { self.executions.charge(self.entry, bytes - charged) } else { Ok(()) }
@@ -620,7 +607,7 @@ async fn run(
         .collect();
     entry.status.send_modify(|s| s.columns = columns);
     let mut stream = execute_stream(Arc::clone(&plan), task)?;
-    let file = std::fs::File::create(path).map_err(|e| Error::Engine(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::create(path).map_err(Error::io(path))?;
     let mut csv = (output == Output::Csv)
         .then(|| CsvWriter::csv(BufWriter::new(file.try_clone().expect("dup")), config.protect_formulas));
     let mut json = (output == Output::Rows).then(|| BufWriter::new(file));
@@ -630,13 +617,13 @@ async fn run(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if let Some(w) = csv.as_mut() {
-            w.write(&batch).map_err(|e| Error::Engine(e.to_string()))?;
+            w.write(&batch).map_err(Error::io(path))?;
             header = true;
             rows = w.rows;
             bytes = w.bytes;
         }
         if let Some(w) = json.as_mut() {
-            write_json_rows(w, &batch, &mut rows, &mut bytes)?;
+            write_json_rows(w, &batch, &mut rows, &mut bytes).map_err(Error::io(path))?;
         }
         meter.account(bytes)?;
         // A status update wakes every watcher of the execution: a few a second are enough.
@@ -653,26 +640,25 @@ async fn run(
     if let Some(mut w) = csv {
         if !header {
             let schema = plan.schema();
-            w.write_header(schema.fields().iter().map(|f| f.name().as_str()))
-                .map_err(|e| Error::Engine(e.to_string()))?;
+            w.write_header(schema.fields().iter().map(|f| f.name().as_str())).map_err(Error::io(path))?;
             bytes = w.bytes;
         }
-        w.finish().map_err(|e| Error::Engine(e.to_string()))?;
+        w.finish().map_err(Error::io(path))?;
     }
     if let Some(mut w) = json {
-        w.flush().map_err(|e| Error::Engine(e.to_string()))?;
+        w.flush().map_err(Error::io(path))?;
     }
     report(entry, &scanned, rows, bytes, |_| 1.0);
     Ok(())
 }
 
 /// Appends a batch to a result file as one JSON object a line.
-fn write_json_rows(w: &mut impl Write, batch: &RecordBatch, rows: &mut u64, bytes: &mut u64) -> Result<()> {
+fn write_json_rows(w: &mut impl Write, batch: &RecordBatch, rows: &mut u64, bytes: &mut u64) -> std::io::Result<()> {
     for v in batch_objects(batch) {
-        let mut line = serde_json::to_vec(&v).map_err(|e| Error::Engine(e.to_string()))?;
+        let mut line = serde_json::to_vec(&v)?;
         line.push(b'\n');
         *bytes += line.len() as u64;
-        w.write_all(&line).map_err(|e| Error::Engine(e.to_string()))?;
+        w.write_all(&line)?;
         *rows += 1;
     }
     Ok(())
@@ -716,21 +702,20 @@ async fn run_athena(
         return Ok(());
     }
     let mut stream = athena.result_batches(&finished).await?;
-    let file = std::fs::File::create(path).map_err(|e| Error::Engine(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::create(path).map_err(Error::io(path))?;
     let (mut rows, mut bytes) = (0u64, 0u64);
     if output == Output::Csv {
         let mut w = CsvWriter::csv(BufWriter::new(file), true);
         while let Some(batch) = stream.next().await {
-            w.write(&batch?).map_err(|e| Error::Engine(e.to_string()))?;
+            w.write(&batch?).map_err(Error::io(path))?;
             (rows, bytes) = (w.rows, w.bytes);
             meter.account(bytes)?;
             entry.status.send_modify(|s| (s.rows, s.bytes) = (rows, bytes));
         }
         if w.rows == 0 {
-            w.write_header(finished.columns.iter().map(|(n, _)| n.as_str()))
-                .map_err(|e| Error::Engine(e.to_string()))?;
+            w.write_header(finished.columns.iter().map(|(n, _)| n.as_str())).map_err(Error::io(path))?;
         }
-        w.finish().map_err(|e| Error::Engine(e.to_string()))?;
+        w.finish().map_err(Error::io(path))?;
         let url = athena.upload_export(&finished, path, expires_in).await?;
         std::fs::remove_file(path).ok();
         entry.status.send_modify(|s| {
@@ -742,11 +727,11 @@ async fn run_athena(
     }
     let mut w = BufWriter::new(file);
     while let Some(batch) = stream.next().await {
-        write_json_rows(&mut w, &batch?, &mut rows, &mut bytes)?;
+        write_json_rows(&mut w, &batch?, &mut rows, &mut bytes).map_err(Error::io(path))?;
         meter.account(bytes)?;
         entry.status.send_modify(|s| (s.rows, s.bytes) = (rows, bytes));
     }
-    w.flush().map_err(|e| Error::Engine(e.to_string()))?;
+    w.flush().map_err(Error::io(path))?;
     entry.status.send_modify(|s| {
         (s.rows, s.bytes) = (rows, bytes);
         s.progress = 1.0;
@@ -833,13 +818,17 @@ mod tests {
     /// the server's log.
     #[test]
     fn internal_errors_keep_their_details_in_the_servers_log() {
-        let e = Error::Engine("Object at location /srv/sluice/lake/logs/environment=p/x.parquet not found".into());
+        let e = Error::Engine(Box::new(datafusion::error::DataFusionError::External(
+            "Object at location /srv/sluice/lake/logs/environment=p/x.parquet not found".into(),
+        )));
         let info = ErrorInfo::from(&e);
         assert_eq!(info.code, "internal");
         assert!(!info.message.contains("/srv/sluice"), "{}", info.message);
         assert!(info.message.contains("(error ") && info.message.contains("server's log"), "{}", info.message);
-        let user = ErrorInfo::from(&Error::Sql("column x not found".into()));
-        assert_eq!((user.code, user.message.as_str()), ("invalid_sql", "column x not found"));
+        let user = ErrorInfo::from(&Error::Sql(Box::new(datafusion::error::DataFusionError::Plan(
+            "column x not found".into(),
+        ))));
+        assert_eq!((user.code, user.message.as_str()), ("invalid_sql", "Error during planning: column x not found"));
     }
 
     #[test]

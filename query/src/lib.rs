@@ -17,7 +17,8 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod format;
+pub mod guard;
 pub mod limits;
 
 pub use engine::{Engine, EngineConfig};
-pub use error::{Error, Result};
+pub use error::{DiskScope, Error, Forbidden, Limit, Rejection, Result};

@@ -225,6 +225,9 @@ pub fn run(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> Res
             recovered = server.recovery.entries,
             "sluice serve is ready: POST /v1/logs"
         );
+        for d in server.routes.iter() {
+            tracing::debug!(method = %d.method, path = %d.path, role = %d.access.role, "route");
+        }
         eprintln!("sluice serve: listening on http://{}  lake: {}", server.addr, server.pipeline.lake().url());
         warn_if_open(&settings);
         tokio::select! {

@@ -1,6 +1,0 @@
-#ifndef _ASSERT_H
-#define _ASSERT_H
-
-#define assert(expr)
-
-#endif // _ASSERT_H

@@ -393,7 +393,7 @@ impl Partial {
                 return Err(anyhow!("set one of jwt_secret (SLUICE_JWT_SECRET) and jwks, not both"));
             }
             (Some(secret), None) => {
-                sluice_auth::token::check_secret(secret.as_bytes()).map_err(|e| anyhow!(e.0))?;
+                sluice_auth::token::check_secret(secret.as_bytes())?;
                 KeySource::Secret(secret.as_bytes().to_vec())
             }
             (None, Some(location)) => {

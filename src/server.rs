@@ -164,7 +164,7 @@ pub async fn query_routes(settings: &Settings, registry: Registry, athena: Optio
 /// limits, the body deadline), with the one error envelope for paths that are not there.
 pub async fn protect(settings: &Settings, routes: Routes) -> Result<Router> {
     let authn = match &settings.auth {
-        Some(jwt) => Authn::Jwt(Box::new(Verifier::new(jwt).await.map_err(|e| anyhow::anyhow!(e.0))?)),
+        Some(jwt) => Authn::Jwt(Box::new(Verifier::new(jwt).await?)),
         None => {
             tracing::warn!(
                 listen = %settings.listen,
@@ -204,20 +204,33 @@ pub async fn serve_http(
     sluice_auth::http::serve(listener, app, header_timeout, DRAIN, connections, shutdown).await;
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Listens for SIGINT (Ctrl-C) and SIGTERM from this call on, and resolves on the first. Call it
+/// before the process says it is ready: a signal that arrives before the future is awaited is
+/// kept, where the default disposition would have killed the process without a clean stop.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        async move {
+            async fn recv(s: Option<&mut Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(term.as_mut()) => {}
+                () = recv(int.as_mut()) => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    {
-        ctrl_c.await.ok();
+    async {
+        tokio::signal::ctrl_c().await.ok();
     }
 }
 

@@ -104,7 +104,7 @@ impl Gate {
                 "this API needs `Authorization: Bearer <token>`; an operator mints one with `sluice token`".into(),
             ));
         };
-        verifier.verify(token).await.map_err(|e| unauthorized("invalid_token", e.0))
+        verifier.verify(token).await.map_err(|e| unauthorized("invalid_token", e.to_string()))
     }
 }
 

@@ -9,6 +9,7 @@
 //! * [`http`]: serving a router with deadlines on request headers and bodies.
 
 mod api_error;
+mod error;
 pub mod gate;
 pub mod http;
 pub mod rate;
@@ -17,6 +18,7 @@ pub mod slots;
 pub mod token;
 
 pub use api_error::ApiError;
+pub use error::{Error, Result};
 pub use gate::{Authn, Gate, GateConfig};
 pub use jsonwebtoken::Algorithm;
 pub use token::{Claims, JwtConfig, KeySource, OrgClaim, Principal, Role, RolesClaim, Verifier};

@@ -16,6 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use sluice_schemas::{Caller, Orgs, PartitionValue};
 
+use crate::error::{Error, Result};
+
 /// Shortest HS256 secret accepted, in bytes (the size of the HMAC-SHA256 output).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -133,17 +135,8 @@ pub struct Claims {
     pub iss: Option<String>,
 }
 
-/// Why a token was refused. The message is safe to show the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TokenError(pub String);
-
-fn token_error(s: impl Into<String>) -> TokenError {
-    TokenError(s.into())
-}
-
 /// The organizations of an `org` claim, validated.
-pub fn parse_orgs(claim: &OrgClaim) -> Result<Orgs, TokenError> {
+pub fn parse_orgs(claim: &OrgClaim) -> Result<Orgs> {
     let list: Vec<&str> = match claim {
         OrgClaim::One(s) => vec![s.as_str()],
         OrgClaim::Many(v) => v.iter().map(String::as_str).collect(),
@@ -152,11 +145,12 @@ pub fn parse_orgs(claim: &OrgClaim) -> Result<Orgs, TokenError> {
         return Ok(Orgs::All);
     }
     if list.is_empty() {
-        return Err(token_error("the token's `org` claim is empty; it needs an organization id, a list, or \"*\""));
+        return Err(Error::EmptyOrganizations);
     }
     let mut set = BTreeSet::new();
     for org in list {
-        let org = PartitionValue::new(org).map_err(|e| token_error(format!("the token's organization {org:?} {e}")))?;
+        let org =
+            PartitionValue::new(org).map_err(|reason| Error::BadOrganization { value: org.to_owned(), reason })?;
         set.insert(org);
     }
     Ok(Orgs::Some(set))
@@ -219,12 +213,9 @@ impl fmt::Debug for Verifier {
 }
 
 /// Checks an HS256 secret's length.
-pub fn check_secret(secret: &[u8]) -> Result<(), TokenError> {
+pub fn check_secret(secret: &[u8]) -> Result<()> {
     if secret.len() < MIN_SECRET_BYTES {
-        return Err(token_error(format!(
-            "the JWT secret is {} bytes; it must be at least {MIN_SECRET_BYTES} (make one with `openssl rand -base64 48`)",
-            secret.len()
-        )));
+        return Err(Error::SecretTooShort { bytes: secret.len(), minimum: MIN_SECRET_BYTES });
     }
     Ok(())
 }
@@ -235,7 +226,7 @@ fn is_url(s: &str) -> bool {
 
 /// Refuses a JWKS URL over plain `http://` to anything but this machine: whoever can change
 /// the answer on the way could sign tokens of their own.
-fn check_jwks_url(location: &str) -> Result<(), TokenError> {
+fn check_jwks_url(location: &str) -> Result<()> {
     let Some(rest) = location.strip_prefix("http://") else { return Ok(()) };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = match authority.rsplit_once(':') {
@@ -248,38 +239,34 @@ fn check_jwks_url(location: &str) -> Result<(), TokenError> {
     if loopback {
         return Ok(());
     }
-    Err(token_error(format!(
-        "the JWKS URL {location} is plain http://, so its keys could be replaced on the way; use https:// \
-         (http:// is accepted for a loopback address only)"
-    )))
+    Err(Error::JwksOverPlainHttp { location: location.to_owned() })
 }
 
-async fn load_jwks(location: &str, client: &reqwest::Client) -> Result<JwkSet, TokenError> {
+async fn load_jwks(location: &str, client: &reqwest::Client) -> Result<JwkSet> {
     let text = if is_url(location) {
         let r = client
             .get(location)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| token_error(format!("cannot fetch the JWKS at {location}: {e}")))?;
-        r.text().await.map_err(|e| token_error(format!("cannot read the JWKS at {location}: {e}")))?
+            .map_err(|error| Error::JwksUnreachable { location: location.to_owned(), error })?;
+        r.text().await.map_err(|error| Error::JwksUnreachable { location: location.to_owned(), error })?
     } else {
-        std::fs::read_to_string(location)
-            .map_err(|e| token_error(format!("cannot read the JWKS file {location}: {e}")))?
+        std::fs::read_to_string(location).map_err(|error| Error::JwksFile { location: location.to_owned(), error })?
     };
-    serde_json::from_str(&text).map_err(|e| token_error(format!("{location} is not a JWKS ({{\"keys\": [...]}}): {e}")))
+    serde_json::from_str(&text).map_err(|error| Error::NotAJwks { location: location.to_owned(), error })
 }
 
 /// An HTTP client that speaks TLS with the process's crypto provider.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, TokenError> {
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client> {
     crate::install_crypto();
-    reqwest::Client::builder().timeout(timeout).build().map_err(|e| token_error(format!("HTTP client: {e}")))
+    reqwest::Client::builder().timeout(timeout).build().map_err(Error::HttpClient)
 }
 
 impl Verifier {
     /// A verifier for `config`; a JWKS is loaded now (and a URL re-fetched when a token names a
     /// key id it does not hold, at most once a minute).
-    pub async fn new(config: &JwtConfig) -> Result<Self, TokenError> {
+    pub async fn new(config: &JwtConfig) -> Result<Self> {
         let (algorithm, keys) = match &config.keys {
             KeySource::Secret(secret) => {
                 check_secret(secret)?;
@@ -287,13 +274,13 @@ impl Verifier {
             }
             KeySource::Jwks { location, algorithm } => {
                 if !matches!(algorithm, Algorithm::RS256 | Algorithm::ES256) {
-                    return Err(token_error(format!("{algorithm:?} is not supported with a JWKS; use RS256 or ES256")));
+                    return Err(Error::UnsupportedJwksAlgorithm(*algorithm));
                 }
                 check_jwks_url(location)?;
                 let client = http_client(Duration::from_secs(10))?;
                 let set = load_jwks(location, &client).await?;
                 if set.keys.is_empty() {
-                    return Err(token_error(format!("the JWKS at {location} holds no keys")));
+                    return Err(Error::EmptyJwks { location: location.clone() });
                 }
                 let url = is_url(location).then(|| location.clone());
                 (*algorithm, Keys::Jwks { set: Mutex::new((set, Instant::now())), url, client })
@@ -320,19 +307,19 @@ impl Verifier {
         self.algorithm
     }
 
-    async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, TokenError> {
+    async fn key(&self, kid: Option<&str>) -> Result<DecodingKey> {
         let (set, url, client) = match &self.keys {
             Keys::Secret(k) => return Ok(k.clone()),
             Keys::Jwks { set, url, client } => (set, url, client),
         };
-        let find = |kid: Option<&str>| -> Option<Result<DecodingKey, TokenError>> {
+        let find = |kid: Option<&str>| -> Option<Result<DecodingKey>> {
             let guard = set.lock().expect("jwks lock");
             let jwk = match kid {
                 Some(kid) => guard.0.find(kid)?,
                 None if guard.0.keys.len() == 1 => &guard.0.keys[0],
-                None => return Some(Err(token_error("the token has no `kid` and the JWKS holds several keys"))),
+                None => return Some(Err(Error::NoKeyId)),
             };
-            Some(DecodingKey::from_jwk(jwk).map_err(|e| token_error(format!("the JWKS key is unusable: {e}"))))
+            Some(DecodingKey::from_jwk(jwk).map_err(Error::UnusableKey))
         };
         if let Some(k) = find(kid) {
             return k;
@@ -348,65 +335,57 @@ impl Verifier {
                 return k;
             }
         }
-        Err(token_error(format!("the token's key id {:?} is not in the server's JWKS", kid.unwrap_or_default())))
+        Err(Error::UnknownKeyId { kid: kid.unwrap_or_default().to_owned() })
     }
 
     /// Verifies `token` and returns who it speaks for.
-    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| {
-            token_error(match e.kind() {
-                ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-                    format!("the token's header is not accepted ({e}); this server accepts only {:?}", self.algorithm)
-                }
-                _ => format!("the token is not a JWT (header.payload.signature): {e}"),
-            })
+    pub async fn verify(&self, token: &str) -> Result<Principal> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) | ErrorKind::Utf8(_) => Error::BadHeader { accepted: self.algorithm, error: e },
+            _ => Error::NotAJwt(e),
         })?;
         if header.alg != self.algorithm {
-            return Err(token_error(format!(
-                "the token is signed with {:?}; this server accepts only {:?}",
-                header.alg, self.algorithm
-            )));
+            return Err(Error::WrongAlgorithm { signed: header.alg, accepted: self.algorithm });
         }
         let key = self.key(header.kid.as_deref()).await?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
-            token_error(match e.kind() {
-                ErrorKind::ExpiredSignature => "the token has expired; get a new one".to_owned(),
-                ErrorKind::InvalidSignature => "the token's signature does not match the server's key".to_owned(),
-                ErrorKind::InvalidAudience => "the token is for another audience (`aud`)".to_owned(),
-                ErrorKind::InvalidIssuer => "the token is from another issuer (`iss`)".to_owned(),
-                ErrorKind::MissingRequiredClaim(c) => format!("the token has no `{c}` claim"),
-                ErrorKind::ImmatureSignature => "the token is not valid yet (`nbf`)".to_owned(),
-                _ => format!("the token is not valid: {e}"),
-            })
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => Error::Expired,
+            ErrorKind::InvalidSignature => Error::BadSignature,
+            ErrorKind::InvalidAudience => Error::WrongAudience,
+            ErrorKind::InvalidIssuer => Error::WrongIssuer,
+            ErrorKind::MissingRequiredClaim(c) => Error::MissingClaim(c.clone()),
+            ErrorKind::ImmatureSignature => Error::NotYetValid,
+            _ => Error::Invalid(e),
         })?;
         let claims = data.claims;
         if claims.sub.is_empty() {
-            return Err(token_error("the token's `sub` claim is empty"));
+            return Err(Error::EmptySubject);
         }
         Ok(Principal { orgs: parse_orgs(&claims.org)?, roles: parse_roles(&claims.roles), sub: claims.sub })
     }
 }
 
 /// Signs `claims` with an HS256 `secret`.
-pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, TokenError> {
+pub fn mint(secret: &[u8], claims: &Claims) -> Result<String> {
     check_secret(secret)?;
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| token_error(format!("cannot sign the token: {e}")))
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).map_err(Error::Sign)
 }
 
 /// The claims of a token for `orgs` with `roles`, valid for `ttl` from now (what `sluice token`
 /// mints): the roles and organizations checked, the messages saying what to fix.
-pub fn claims(sub: &str, orgs: &[String], roles: &[String], ttl: Duration) -> Result<Claims, TokenError> {
+pub fn claims(sub: &str, orgs: &[String], roles: &[String], ttl: Duration) -> Result<Claims> {
     let mut checked = Vec::new();
     for role in roles {
         let Some(r) = Role::parse(role.trim()) else {
-            let all: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
-            return Err(token_error(format!("{role:?} is not a role; use {}", all.join(", "))));
+            return Err(Error::UnknownRole {
+                role: role.clone(),
+                known: Role::ALL.iter().map(|r| r.as_str()).collect(),
+            });
         };
         checked.push(r.as_str().to_owned());
     }
     let org = if orgs.len() == 1 { OrgClaim::One(orgs[0].clone()) } else { OrgClaim::Many(orgs.to_vec()) };
-    parse_orgs(&org).map_err(|e| token_error(e.0.replace("the token's ", "")))?;
+    parse_orgs(&org)?;
     let now = now_secs();
     Ok(Claims {
         sub: sub.to_owned(),
@@ -425,17 +404,18 @@ pub fn now_secs() -> u64 {
 }
 
 /// Parses a duration such as `90s`, `30m`, `12h`, `7d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration such as 90s, 30m, 12h or 7d"))?;
+    let bad = || Error::BadDuration { text: s.to_owned() };
+    let n: u64 = n.parse().map_err(|_| bad())?;
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
+        _ => return Err(bad()),
     };
     Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
@@ -469,11 +449,11 @@ mod tests {
         assert_eq!(p.orgs, Orgs::Some(BTreeSet::from([org("a"), org("b")])));
         assert_eq!(p.roles, BTreeSet::from([Role::LogsRead]));
         let expired = mint(&secret, &claims(OrgClaim::One("a".into()), "admin", now_secs() - 3600)).expect("mint");
-        assert!(v.verify(&expired).await.unwrap_err().0.contains("expired"));
+        assert!(matches!(v.verify(&expired).await.unwrap_err(), Error::Expired));
         let other =
             mint(b"another-secret-another-secret-xx", &claims(OrgClaim::One("*".into()), "admin", now_secs() + 60))
                 .expect("mint");
-        assert!(v.verify(&other).await.unwrap_err().0.contains("signature"));
+        assert!(matches!(v.verify(&other).await.unwrap_err(), Error::BadSignature));
         let bad_org = mint(&secret, &claims(OrgClaim::One("../x".into()), "admin", now_secs() + 60)).expect("mint");
         assert!(v.verify(&bad_org).await.is_err());
         assert!(mint(b"short", &claims(OrgClaim::One("a".into()), "admin", 1)).is_err());
@@ -491,7 +471,10 @@ mod tests {
             check_jwks_url(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         for bad in ["http://idp.example.com/jwks.json", "http://10.0.0.1:80/k", "http://127.0.0.1.evil.com/k"] {
-            assert!(check_jwks_url(bad).unwrap_err().0.contains("https://"), "{bad}");
+            assert!(
+                matches!(check_jwks_url(bad), Err(Error::JwksOverPlainHttp { location }) if location == bad),
+                "{bad}"
+            );
         }
     }
 
@@ -511,7 +494,7 @@ mod tests {
         let claims = Early { sub: "svc", org: "a", roles: "admin", exp: now_secs() + 7200, nbf: now_secs() + 3600 };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&secret))
             .expect("encode");
-        assert!(v.verify(&t).await.unwrap_err().0.contains("not valid yet"));
+        assert!(matches!(v.verify(&t).await.unwrap_err(), Error::NotYetValid));
     }
 
     #[test]

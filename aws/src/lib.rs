@@ -64,6 +64,17 @@ pub fn error_text(call: &str, e: &(dyn std::error::Error + 'static), hint: &str)
     text
 }
 
+/// The errors of `sluice-aws` of its own (the stores' errors are `object_store`'s).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// An `s3://` URL without a bucket name.
+    #[error("no bucket name; use s3://bucket/prefix")]
+    NoBucket {
+        /// The URL as given.
+        url: String,
+    },
+}
+
 /// A bucket and key prefix parsed from `s3://bucket/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Location {
@@ -76,11 +87,11 @@ pub struct S3Location {
 impl S3Location {
     /// Parses `s3://bucket[/prefix]`; `None` for other schemes, an error for an `s3://` URL
     /// without a bucket.
-    pub fn parse(url: &str) -> Option<Result<Self, String>> {
+    pub fn parse(url: &str) -> Option<Result<Self, Error>> {
         let rest = url.strip_prefix("s3://")?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Some(Err("no bucket name; use s3://bucket/prefix".into()));
+            return Some(Err(Error::NoBucket { url: url.to_owned() }));
         }
         Some(Ok(Self { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned() }))
     }

@@ -44,7 +44,7 @@ impl Lake {
     async fn open_with(url: &str, create: bool) -> Result<Self> {
         let bad = |reason: String| Error::LakeUrl { url: url.to_owned(), reason };
         if let Some(location) = sluice_aws::S3Location::parse(url) {
-            let location = location.map_err(bad)?;
+            let location = location.map_err(|e| bad(e.to_string()))?;
             let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
             let prefix = Path::parse(&location.prefix).map_err(|e| bad(e.to_string()))?;
             return Ok(Self {

@@ -173,16 +173,18 @@ pub struct Partitioner {
 }
 
 /// A configuration error of the Lambda (reported as an init error).
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `SLUICE_SCHEMAS_DIR` holds a definition that cannot be loaded.
+    #[error("SLUICE_SCHEMAS_DIR: {0}")]
+    Schemas(sluice_schemas::Error),
+    /// `SLUICE_MAX_FUTURE_HOURS` is not a number of hours from 0 to 8784.
+    #[error("SLUICE_MAX_FUTURE_HOURS={value:?} must be a whole number of hours, 0 to 8784")]
+    MaxFutureHours {
+        /// The value as set.
+        value: String,
+    },
 }
-
-impl std::error::Error for ConfigError {}
 
 impl Partitioner {
     /// A partitioner for `contract`.
@@ -199,16 +201,16 @@ impl Partitioner {
     /// definitions besides the built-in ones) and `SLUICE_MAX_FUTURE_HOURS` (default 24).
     pub fn from_env() -> Result<Self, ConfigError> {
         let registry = match env::var_os("SLUICE_SCHEMAS_DIR") {
-            Some(dir) => {
-                Registry::with_dir(Path::new(&dir)).map_err(|e| ConfigError(format!("SLUICE_SCHEMAS_DIR: {e}")))?
-            }
+            Some(dir) => Registry::with_dir(Path::new(&dir)).map_err(ConfigError::Schemas)?,
             None => Registry::builtin(),
         };
         let mut limits = Limits::default();
         if let Ok(h) = env::var("SLUICE_MAX_FUTURE_HOURS") {
-            let hours: i64 = h.parse().ok().filter(|h| (0..=24 * 366).contains(h)).ok_or_else(|| {
-                ConfigError(format!("SLUICE_MAX_FUTURE_HOURS={h:?} must be a whole number of hours, 0 to 8784"))
-            })?;
+            let hours: i64 = h
+                .parse()
+                .ok()
+                .filter(|h| (0..=24 * 366).contains(h))
+                .ok_or_else(|| ConfigError::MaxFutureHours { value: h.clone() })?;
             limits.max_future = chrono::Duration::hours(hours);
         }
         Ok(Self::new(Contract { registry, limits }))

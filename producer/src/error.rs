@@ -3,9 +3,15 @@
 /// Why records could not be published.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The options are not usable (a topic ARN that is not one, say).
-    #[error("{0}")]
-    Options(String),
+    /// The topic is not an SNS topic ARN.
+    #[error("{arn:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME); the stack's `topic_arn` output is one")]
+    NotATopicArn {
+        /// The text given as the topic.
+        arn: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
     /// The input could not be read.
     #[error("reading {what}: {source}")]
     Input {
@@ -57,8 +63,13 @@ pub enum Error {
         reason: String,
     },
     /// SNS refused a call (credentials, a topic that does not exist, …).
-    #[error("{0}")]
-    Sns(String),
+    #[error("{detail}")]
+    Sns {
+        /// The topic.
+        topic: String,
+        /// What the SDK said, with what to check.
+        detail: String,
+    },
     /// A task ended without its result (it panicked, or the runtime is shutting down).
     #[error("{what}: {source}")]
     Task {

@@ -133,10 +133,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher with these options.
     pub fn new(opts: PublishOptions) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| Error::Options(format!("cannot build the HTTP client: {e}")))?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().map_err(Error::HttpClient)?;
         Ok(Self { http, opts })
     }
 

@@ -77,11 +77,7 @@ impl SnsPublisher {
     /// or `AWS_ENDPOINT_URL`; see `sluice_aws`).
     pub async fn new(opts: SnsOptions) -> Result<Self> {
         if !opts.topic_arn.starts_with("arn:") || opts.topic_arn.split(':').count() != 6 {
-            return Err(Error::Options(format!(
-                "{:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME); \
-                 the stack's `topic_arn` output is one",
-                opts.topic_arn
-            )));
+            return Err(Error::NotATopicArn { arn: opts.topic_arn });
         }
         let config = sluice_aws::sdk_config().await;
         let sns = aws_sdk_sns::config::Builder::from(config)
@@ -194,7 +190,7 @@ impl SnsPublisher {
                 .enumerate()
                 .map(|(i, (_, text))| PublishBatchRequestEntry::builder().id(i.to_string()).message(*text).build())
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::Options(format!("cannot build a PublishBatch entry: {e}")))?;
+                .expect("an entry with an id and a message is complete");
             let out = self
                 .client
                 .publish_batch()
@@ -202,7 +198,10 @@ impl SnsPublisher {
                 .set_publish_batch_request_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| Error::Sns(publish_error(&self.opts.topic_arn, &e)))?;
+                .map_err(|e| Error::Sns {
+                    topic: self.opts.topic_arn.clone(),
+                    detail: publish_error(&self.opts.topic_arn, &e),
+                })?;
             summary.accepted += out.successful().len() as u64;
             let (retry, rejected) = split_failures(out.failed());
             for f in rejected {

@@ -238,7 +238,7 @@ impl Athena {
         let bad = |reason: String| Error::Location { url: finished.output_location.clone(), reason };
         let location = sluice_aws::S3Location::parse(&finished.output_location)
             .ok_or_else(|| bad("not an s3:// location".into()))?
-            .map_err(bad)?;
+            .map_err(|e| bad(e.to_string()))?;
         let store = sluice_aws::s3_store(&location.bucket).await.map_err(|e| bad(e.to_string()))?;
         let key = Path::parse(&location.prefix).map_err(|e| bad(e.to_string()))?;
         Ok((Arc::new(store), key))

@@ -121,7 +121,7 @@ pub enum Rejection {
         count: usize,
     },
     /// A statement that is not a query (DDL, DML, `COPY`, `SET`, a transaction, …).
-    #[error("{statement} is not allowed here: only queries (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) are")]
+    #[error("Only queries (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) are allowed here, not {statement}")]
     NotAQuery {
         /// The statement's first words.
         statement: String,

@@ -95,8 +95,8 @@ pub fn run(args: DemoArgs, registry: Registry) -> Result<ExitCode> {
     let hour = Duration::from_secs(3600);
     let mint = |sub: &str, org: &str, roles: &[&str]| -> Result<String> {
         let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-        let claims = token::claims(sub, &[org.to_owned()], &roles, 12 * hour).map_err(|e| anyhow::anyhow!(e.0))?;
-        sluice_auth::token::mint(secret.as_bytes(), &claims).map_err(|e| anyhow::anyhow!("{}", e.0))
+        let claims = token::claims(sub, &[org.to_owned()], &roles, 12 * hour)?;
+        sluice_auth::token::mint(secret.as_bytes(), &claims).map_err(anyhow::Error::from)
     };
     let operator = mint("demo-operator", "*", &["admin"])?;
     let tenant_org = "1000";

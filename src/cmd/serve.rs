@@ -189,6 +189,7 @@ impl ServeArgs {
 
 /// `sluice serve --query-only`: the query API alone.
 async fn serve_query_only(settings: &Settings, registry: Registry, athena: Option<&AthenaArgs>) -> Result<()> {
+    let shutdown = shutdown_signal();
     let routes = query_routes(settings, registry, athena)
         .await?
         .merge(sluice_auth::routes::Routes::new().open(axum::http::Method::GET, "/healthz", healthz).with_state(()));
@@ -198,7 +199,7 @@ async fn serve_query_only(settings: &Settings, registry: Registry, athena: Optio
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", settings.listen))?;
     eprintln!("sluice serve: listening on http://{}  lake: {} (query API only)", listener.local_addr()?, settings.lake);
     warn_if_open(settings);
-    serve_http(listener, app, settings.header_timeout, settings.connections, shutdown_signal()).await;
+    serve_http(listener, app, settings.header_timeout, settings.connections, shutdown).await;
     Ok(())
 }
 
@@ -218,6 +219,7 @@ pub fn run(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> Res
     }
     let p = partitioner(registry.clone(), Some(settings.max_future));
     runtime()?.block_on(async {
+        let shutdown = shutdown_signal();
         let server = Server::start(&settings, p, query_routes(&settings, registry, athena).await?).await?;
         tracing::info!(
             listen = %server.addr,
@@ -231,7 +233,7 @@ pub fn run(args: ServeArgs, registry: Registry, schemas: Option<PathBuf>) -> Res
         eprintln!("sluice serve: listening on http://{}  lake: {}", server.addr, server.pipeline.lake().url());
         warn_if_open(&settings);
         tokio::select! {
-            () = shutdown_signal() => {}
+            () = shutdown => {}
             () = server.lost() => eprintln!("sluice serve: another process took the lake over; stopping"),
         }
         eprintln!("sluice serve: shutting down, flushing buffers to the lake…");

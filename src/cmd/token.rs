@@ -53,17 +53,17 @@ pub fn run(args: TokenArgs) -> Result<ExitCode> {
              server's settings file (tokens for a JWKS server come from its identity provider)"
         );
     };
-    let ttl = token::parse_duration(&args.ttl).map_err(anyhow::Error::msg)?;
+    let ttl = token::parse_duration(&args.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     if ttl.is_zero() || ttl.as_secs() > MAX_TTL_DAYS * 86_400 {
         bail!("--ttl {} is out of range: from 1s to {MAX_TTL_DAYS}d", args.ttl);
     }
     // Each token its own subject unless one is given, so tokens minted for different callers
     // never share a rate limit or a quota by accident.
     let sub = args.sub.unwrap_or_else(|| format!("token-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-    let mut claims = token::claims(&sub, &args.orgs, &args.roles, ttl).map_err(|e| anyhow::anyhow!(e.0))?;
+    let mut claims = token::claims(&sub, &args.orgs, &args.roles, ttl)?;
     claims.aud = args.aud.or(file.jwt_audience);
     claims.iss = args.iss.or(file.jwt_issuer);
-    let t = token::mint(secret.as_bytes(), &claims).map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    let t = token::mint(secret.as_bytes(), &claims)?;
     println!("{t}");
     Ok(ExitCode::SUCCESS)
 }

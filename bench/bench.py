@@ -260,6 +260,39 @@ def bench_ingest(args, work, data):
     ], lake
 
 
+def bench_import(args, work, data, duckdb_seconds):
+    """`sluice import` of the same file into a fresh lake at its default settings, against the
+    DuckDB `COPY … PARTITION_BY` times of the ingest workload (the same file, the same run)."""
+    times = []
+    for i in range(args.runs):
+        lake = os.path.join(work, f"import-sluice-{i}")
+        t, _ = timed(
+            lambda: subprocess.run(
+                [args.sluice, "import", "--quiet", "--lake", lake, data],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        times.append(t)
+        if i > 0:
+            shutil.rmtree(lake, ignore_errors=True)
+    lake = os.path.join(work, "import-sluice-0")
+    rows = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{lake}/logs/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()[0][0]
+    assert rows == args.records, (rows, args.records)
+    files = count_files(os.path.join(lake, "logs"), ".parquet")
+    partitions = len({os.path.dirname(f) for f in glob.glob(f"{lake}/logs/**/*.parquet", recursive=True)})
+    shutil.rmtree(lake, ignore_errors=True)
+    return [
+        {"workload": f"import {args.records:,} records, defaults (s)", "sluice": statistics.median(times),
+         "duckdb": duckdb_seconds, "goal": "sluice 3x faster", "runs": {"sluice": times}},
+        {"workload": "import: files per partition", "sluice": files / max(partitions, 1), "duckdb": None,
+         "goal": ""},
+    ]
+
+
 def bench_queries(args, lake, label="", only=None):
     """`sluice query` (a process per query, startup included) against DuckDB in process."""
     con = duckdb.connect()
@@ -415,6 +448,8 @@ def main():
         log("==> ingest")
         ingest_rows, lake = bench_ingest(args, work, data)
         rows += ingest_rows
+        log("==> import (backfill) at the defaults")
+        rows += bench_import(args, work, data, ingest_rows[0]["duckdb"])
         log("==> queries")
         rows += bench_queries(args, lake)
         log("==> export")

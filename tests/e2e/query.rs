@@ -190,6 +190,15 @@ fn search_is_newest_first_paged_and_safe_with_hostile_text() {
     assert!(rows.len() > 100, "the search must span pages to test paging");
     let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().expect("time")).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "not newest first");
+    // Page by page, window by window (the newest hour first, then wider ones), the rows are the
+    // one query's rows in the one query's order.
+    let ordered = query_json(
+        "SELECT record_id FROM logs WHERE description ILIKE '%retrying%' OR action ILIKE '%retrying%' \
+         OR caller ILIKE '%retrying%' OR detail ILIKE '%retrying%' ORDER BY time DESC, record_id",
+    );
+    let expected: Vec<&str> = ordered.iter().map(|r| r["record_id"].as_str().expect("id")).collect();
+    let got: Vec<&str> = rows.iter().map(|r| r["record_id"].as_str().expect("id")).collect();
+    assert_eq!(got, expected);
     let mut ids: Vec<&str> = rows.iter().map(|r| r["record_id"].as_str().expect("id")).collect();
     ids.sort_unstable();
     ids.dedup();

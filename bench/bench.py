@@ -6,6 +6,7 @@ runs and the ratio sluice / DuckDB (for times: below 1 means sluice is faster). 
 """
 
 import argparse
+import datetime
 import glob
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 import duckdb
@@ -367,6 +369,38 @@ def bench_many_files(args, work, data):
     return rows
 
 
+def bench_api(args, lake, label=""):
+    """What a support engineer waits for on a running server (`serve --query-only`): one
+    transaction's records (`GET /v1/trace/{id}`) and the first page of 100 records matching a
+    text in the newest 24 hours of the data (`GET /v1/search`), each the median of five calls
+    after one. Issue 33's goals: under 100 ms and under 300 ms."""
+    glob_ = f"{lake}/logs/**/*.parquet"
+    txid, newest = duckdb.sql(
+        f"SELECT any_value(transaction_id), epoch(max(time)) FROM read_parquet('{glob_}', hive_partitioning = true)"
+    ).fetchall()[0]
+    to = datetime.datetime.fromtimestamp(newest, tz=datetime.timezone.utc) + datetime.timedelta(seconds=1)
+    frm = to - datetime.timedelta(hours=24)
+    iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    serve = Serve(args.sluice, lake, "--query-only")
+    try:
+        def median_call(path):
+            times = []
+            for _ in range(6):
+                t, _ = timed(lambda: urllib.request.urlopen(serve.url + path, timeout=600).read())
+                times.append(t)
+            return statistics.median(times[1:])
+
+        trace = median_call(f"/v1/trace/{urllib.parse.quote(txid)}")
+        search = median_call(f"/v1/search?q=timeout&from={iso(frm)}&to={iso(to)}&page_size=100")
+    finally:
+        serve.stop()
+    return [
+        {"workload": f"API{label}: GET /v1/trace/{{id}} (s)", "sluice": trace, "duckdb": None, "goal": "< 0.1 s"},
+        {"workload": f"API{label}: GET /v1/search, first 100 of a day (s)", "sluice": search, "duckdb": None,
+         "goal": "< 0.3 s"},
+    ]
+
+
 def bench_export(args, work, lake, label=""):
     """A CSV export of every row through the export API, against DuckDB's COPY TO csv."""
     serve = Serve(args.sluice, lake, "--query-only", "--query-rate", "0")
@@ -454,6 +488,8 @@ def main():
         rows += bench_queries(args, lake)
         log("==> export")
         rows += bench_export(args, work, lake)
+        log("==> trace and search on a running server")
+        rows += bench_api(args, lake)
         log("==> ingest with the default log (many files), one org one hour")
         rows += bench_many_files(args, work, data)
         log("==> compact, then queries and export again")

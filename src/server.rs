@@ -53,10 +53,6 @@ pub struct Server {
 /// Size of a write-ahead-log segment.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
-/// How long a staged file must have been left alone before a starting server deletes it: a
-/// writer alongside (an import) renames its staged files within seconds.
-const STAGED_SWEEP_AGE: Duration = Duration::from_secs(600);
-
 /// How long requests in flight may take to finish once a server stops.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -71,7 +67,7 @@ impl Server {
         // many folders takes a while to walk).
         let sweeper = lake.clone();
         tokio::task::spawn_blocking(move || {
-            let n = sweeper.sweep_staged(STAGED_SWEEP_AGE);
+            let n = sweeper.sweep_staged(sluice_lake::write::STAGED_SWEEP_AGE);
             if n > 0 {
                 tracing::info!(files = n, "deleted staged files a crashed writer left in the lake");
             }

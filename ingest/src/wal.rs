@@ -201,29 +201,18 @@ impl LogDir {
     pub fn lock(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let path = dir.join("lock");
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io(&path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                lock.read_to_string(&mut holder).ok();
+        // Who holds it, for the message a second process prints.
+        let me = format!("pid {} since {}", std::process::id(), chrono::Utc::now().to_rfc3339());
+        let lock = match sluice_lake::lock::lock_file(&path, &me).map_err(Error::io(&path))? {
+            Ok(lock) => lock,
+            Err(holder) => {
                 return Err(Error::InUse {
                     what: format!("the write-ahead log {}", dir.display()),
-                    holder: holder.trim().to_owned(),
+                    holder,
                     fix: "stop that process first, or give this one another log folder (--wal-dir)".into(),
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
-        }
-        // Who holds it, for the message a second process prints.
-        let holder = format!("pid {} since {}", std::process::id(), chrono::Utc::now().to_rfc3339());
-        lock.set_len(0).and_then(|()| lock.write_all(holder.as_bytes())).map_err(Error::io(&path))?;
+        };
         let id = log_id(dir)?;
         Ok(Self { dir: dir.to_owned(), id, lock })
     }

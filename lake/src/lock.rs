@@ -70,6 +70,26 @@ enum Hold {
     Unheld,
 }
 
+/// Takes an advisory lock (`flock`) on the file at `path` (created if missing) and writes `holder`
+/// into it, for the message another process gets. `Ok(Err(who))` when another process holds it:
+/// what that one wrote. The lock lasts as long as the returned file is open, and the operating
+/// system drops it with a process that dies.
+pub fn lock_file(path: &std::path::Path, holder: &str) -> std::io::Result<std::result::Result<File, String>> {
+    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut who = String::new();
+            f.read_to_string(&mut who).ok();
+            return Ok(Err(who.trim().to_owned()));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    f.set_len(0)?;
+    f.write_all(holder.as_bytes())?;
+    Ok(Ok(f))
+}
+
 /// Who this process is, for the message another one gets.
 fn holder(what: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
@@ -113,24 +133,10 @@ impl LakeLock {
                 let name2 = name.to_owned();
                 tokio::task::spawn_blocking(move || -> Result<Hold> {
                     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-                    let mut f = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)
-                        .map_err(Error::io(&path))?;
-                    match f.try_lock() {
-                        Ok(()) => {}
-                        Err(std::fs::TryLockError::WouldBlock) => {
-                            let mut who = String::new();
-                            f.read_to_string(&mut who).ok();
-                            return Err(in_use(&lake2, &name2, who.trim().to_owned()));
-                        }
-                        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
+                    match lock_file(&path, &holder(&name2)).map_err(Error::io(&path))? {
+                        Ok(f) => Ok(Hold::File(f)),
+                        Err(who) => Err(in_use(&lake2, &name2, who)),
                     }
-                    f.set_len(0).and_then(|()| f.write_all(holder(&name2).as_bytes())).map_err(Error::io(&path))?;
-                    Ok(Hold::File(f))
                 })
                 .await
                 .map_err(Error::task("taking a lock"))??

@@ -195,6 +195,10 @@ fn create_dirs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(missing)
 }
 
+/// How long a staged file must have been left alone before a starting writer (`serve`, `import`)
+/// deletes it: a writer alongside renames its staged files within seconds.
+pub const STAGED_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Deletes the staged files (`{file}#…`, which listings never show) under `logs/` and `errors/`
 /// of the local lake at `root` that nothing has written for `older_than`: what a writer that
 /// crashed between staging a file and renaming it left behind. Returns how many.

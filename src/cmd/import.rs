@@ -38,6 +38,9 @@ pub fn run(args: ImportArgs, registry: Registry) -> Result<ExitCode> {
     let p = partitioner(registry, None);
     let mut rejected = 0;
     rt.block_on(async {
+        // What an import or a server that crashed staged and never renamed (invisible to readers).
+        let sweeper = lake.clone();
+        let swept = tokio::task::spawn_blocking(move || sweeper.sweep_staged(sluice_lake::write::STAGED_SWEEP_AGE));
         for f in &args.files {
             let pb = spinner(args.quiet, "{spinner} {prefix} {pos} records");
             pb.set_prefix(f.display().to_string());
@@ -65,6 +68,10 @@ pub fn run(args: ImportArgs, registry: Registry) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        let swept = swept.await?;
+        if swept > 0 {
+            eprintln!("deleted {swept} staged files that a crashed writer left in the lake");
         }
         Ok::<_, anyhow::Error>(())
     })?;

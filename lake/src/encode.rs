@@ -233,8 +233,27 @@ pub fn writer_properties(sample: &RecordBatch, rows: usize) -> WriterProperties 
                 .set_column_compression(path, Compression::UNCOMPRESSED),
         };
     }
+    // A bloom filter for each column a transaction id is in, sized for a distinct value a row
+    // and folded down once the values are in: what lets a reader skip the files of other
+    // transactions without reading their columns (crate::files).
+    let ndv = rows.clamp(1, ROW_GROUP_ROWS) as u64;
+    for path in TRANSACTION_ID_COLUMNS {
+        let path = ColumnPath::new(path.iter().map(|p| (*p).to_owned()).collect());
+        b = b
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), BLOOM_FPP)
+            .set_column_bloom_filter_max_ndv(path, ndv);
+    }
     b.build()
 }
+
+/// The Parquet columns that hold transaction ids: the record's and its events'. Each gets a
+/// bloom filter.
+pub const TRANSACTION_ID_COLUMNS: [&[&str]; 2] = [&["transaction_id"], &["events", "list", "item", "transaction_id"]];
+
+/// The false-positive rate of the bloom filters: a lookup over a lake of 20,000 files reads
+/// about 20 files it did not need to. A file of 50 distinct ids gets a filter of 128 bytes.
+pub const BLOOM_FPP: f64 = 0.001;
 
 /// What the values of a leaf column of a sample are like, and about how many bytes they encode to.
 enum Leaf {

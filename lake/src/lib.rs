@@ -7,6 +7,7 @@
 //!   ├─ writes      durable: staged, synced, renamed; in groups with syncfs (`write`)
 //!   ├─ encode      rows → zstd Parquet (`encode`); error records (`error_record`)
 //!   ├─ live view   which files are part of the lake (`live`), read by every sluice reader
+//!   ├─ files       the listing and a summary a file kept between queries (`files`)
 //!   ├─ compact     merging small files, swapped atomically through the live view
 //!   └─ lock        one writer of a kind a lake (flock, or a lease on S3)
 //! ```
@@ -19,6 +20,7 @@ mod stats;
 pub mod compact;
 pub mod encode;
 pub mod error_record;
+pub mod files;
 pub mod live;
 pub mod lock;
 pub mod write;

@@ -209,8 +209,8 @@ fn parse_time(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
         .map_err(|_| bad(format!("{name}={v:?} is not an RFC 3339 time such as 2025-01-01T00:00:00Z")))
 }
 
-/// The SQL of a search page (without cursor handling when `after` is `None`).
-pub fn search_sql(p: &SearchParams, after: Option<(&str, &str)>, limit: usize) -> Result<String, ApiError> {
+/// The time range of a search: `[from, to)`.
+fn search_range(p: &SearchParams) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
     let to = match &p.to {
         Some(t) => parse_time("to", t)?,
         None => Utc::now(),
@@ -222,6 +222,22 @@ pub fn search_sql(p: &SearchParams, after: Option<(&str, &str)>, limit: usize) -
     if from >= to {
         return Err(bad("`from` must be before `to`"));
     }
+    Ok((from, to))
+}
+
+/// The SQL of a search page (without cursor handling when `after` is `None`).
+pub fn search_sql(p: &SearchParams, after: Option<(&str, &str)>, limit: usize) -> Result<String, ApiError> {
+    let (from, to) = search_range(p)?;
+    search_window_sql(p, (from, to), after, limit)
+}
+
+/// The SQL of the records of a search within `[from, to)` (a part of the search's range).
+fn search_window_sql(
+    p: &SearchParams,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    after: Option<(&str, &str)>,
+    limit: usize,
+) -> Result<String, ApiError> {
     let ts = |t: DateTime<Utc>| format!("TIMESTAMP '{}'", t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     let mut conds = vec![format!("time >= {}", ts(from)), format!("time < {}", ts(to))];
     for (col, v) in [("environment", &p.environment), ("organization", &p.organization), ("logtype", &p.logtype)] {
@@ -247,6 +263,12 @@ pub fn search_sql(p: &SearchParams, after: Option<(&str, &str)>, limit: usize) -
     ))
 }
 
+/// The first window a search page reads, newest first; each next one is [`WINDOW_GROWTH`]
+/// times as long, until the page is full or the search's range is read.
+pub const FIRST_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+/// How much longer each window of a search is than the one before.
+pub const WINDOW_GROWTH: i32 = 4;
+
 async fn search(
     State(api): State<Arc<QueryApi>>,
     Extension(caller): Caller,
@@ -267,11 +289,28 @@ async fn search(
         }
         None => None,
     };
-    let sql = search_sql(&p, after.as_ref().map(|(t, r)| (t.as_str(), r.as_str())), page_size + 1)?;
+    let (from, mut to) = search_range(&p)?;
+    let after = after.as_ref().map(|(t, r)| (t.as_str(), r.as_str()));
+    if let Some((t, _)) = after {
+        // Nothing after the cursor is newer than its row.
+        let t = parse_time("cursor", t).map_err(|_| ApiError::from(Error::BadCursor))?;
+        to = to.min(t + chrono::Duration::microseconds(1));
+    }
     let _running = api.executions.admit(&caller.owner_key())?;
-    let batches =
-        api.executions.engine().scoped(caller.orgs.clone()).for_caller(&caller.owner_key()).query(&sql, None).await?;
-    let mut rows: Vec<Value> = batches.iter().flat_map(batch_objects).collect();
+    let engine = api.executions.engine().scoped(caller.orgs.clone()).for_caller(&caller.owner_key());
+    // The page is read in windows of time, newest first, until it is full: the newest records
+    // of a busy day are found without reading the day's older files (each window reads only
+    // the files whose records' times reach into it).
+    let mut rows: Vec<Value> = Vec::new();
+    let mut width = FIRST_WINDOW;
+    while from < to && rows.len() <= page_size {
+        let lo = (to - width).max(from);
+        let sql = search_window_sql(&p, (lo, to), after, page_size + 1 - rows.len())?;
+        let batches = engine.query(&sql, None).await?;
+        rows.extend(batches.iter().flat_map(batch_objects));
+        to = lo;
+        width = width * WINDOW_GROWTH;
+    }
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
         rows.last().map(|r| encode_cursor(&json!({"t": r["time"], "r": r["record_id"]})))
@@ -288,25 +327,17 @@ async fn trace(
 ) -> Result<Json<Value>, ApiError> {
     let lit = sql_string(&id)?;
     let _running = api.executions.admit(&caller.owner_key())?;
-    let engine = api.executions.engine().scoped(caller.orgs.clone()).for_caller(&caller.owner_key());
-    let records = engine
-        .query(
-            &format!(
-                "SELECT time, logtype, environment, organization, record_id, server, action, type, description, caller, success, detail \
-                 FROM logs WHERE transaction_id = {lit} ORDER BY time, record_id LIMIT 10000"
-            ),
-            None,
-        )
-        .await?;
-    let events = engine
-        .query(
-            &format!(
-                "SELECT time, logtype, record_id, server, action, type, description, caller, success, detail \
-                 FROM events WHERE transaction_id = {lit} OR event_transaction_id = {lit} ORDER BY time, record_id LIMIT 10000"
-            ),
-            None,
-        )
-        .await?;
+    let engine = api.executions.engine().scoped(caller.orgs.clone()).for_caller(&caller.owner_key()).tracing(&id);
+    let records_sql = format!(
+        "SELECT time, logtype, environment, organization, record_id, server, action, type, description, caller, success, detail \
+         FROM logs WHERE transaction_id = {lit} ORDER BY time, record_id LIMIT 10000"
+    );
+    let events_sql = format!(
+        "SELECT time, logtype, record_id, server, action, type, description, caller, success, detail \
+         FROM events WHERE transaction_id = {lit} OR event_transaction_id = {lit} ORDER BY time, record_id LIMIT 10000"
+    );
+    // Both at once: each reads only the few files that may hold the transaction.
+    let (records, events) = tokio::try_join!(engine.query(&records_sql, None), engine.query(&events_sql, None))?;
     let records: Vec<Value> = records.iter().flat_map(batch_objects).collect();
     let events: Vec<Value> = events.iter().flat_map(batch_objects).collect();
     if records.is_empty() && events.is_empty() {

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use datafusion::{
     catalog::{Session, TableProvider},
     common::{
-        DFSchema,
+        DFSchema, DataFusionError,
         tree_node::{Transformed, TreeNode},
     },
     datasource::{
@@ -38,13 +38,14 @@ use datafusion::{
         table_schema::TableSchema,
     },
     execution::object_store::ObjectStoreUrl,
-    logical_expr::{Expr, Operator, TableProviderFilterPushDown, col, expr::InList, lit},
+    logical_expr::{Expr, Operator, TableProviderFilterPushDown, expr::InList},
     parquet::arrow::async_reader::AsyncFileReader,
     physical_plan::{ExecutionPlan, empty::EmptyExec, metrics::ExecutionPlanMetricsSet},
     scalar::ScalarValue,
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
+use sluice_lake::files::FileIndex;
 use sluice_schemas::{
     HOUR_SLACK_HOURS, Orgs, PARTITION_INDEX, Registry, arrow_schema, is_far_time_file, partition_columns,
     validate_partition_value,
@@ -69,6 +70,10 @@ pub struct LakeTable {
     index: object_store::path::Path,
     store_url: ObjectStoreUrl,
     file_schema: SchemaRef,
+    /// The listing and the files' summaries, kept between queries.
+    files: FileIndex,
+    /// A transaction every file read must be able to hold (see [`LakeTable::with_needle`]).
+    needle: Option<String>,
 }
 
 /// Most partition folders a scan enumerates and lists itself; a scan that would touch more
@@ -83,7 +88,13 @@ impl LakeTable {
     /// scans rooted at `logs/environment=E/organization=O/` for every environment `E` in the
     /// lake and every organization `O` of the scope, and each of them also filters the files it
     /// lists by those two partition values.
-    pub fn new(logs_url: &str, registry: &Registry, store: Arc<dyn ObjectStore>, scope: Orgs) -> Result<Self> {
+    pub fn new(
+        logs_url: &str,
+        registry: &Registry,
+        store: Arc<dyn ObjectStore>,
+        files: FileIndex,
+        scope: Orgs,
+    ) -> Result<Self> {
         let url = ListingTableUrl::parse(logs_url)
             .map_err(|e| Error::Location { url: logs_url.into(), reason: e.to_string() })?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -97,7 +108,24 @@ impl LakeTable {
         let index = PARTITION_INDEX.split('/').fold(root, |p, part| p.join(part));
         let store_url = url.object_store();
         let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(&schema));
-        Ok(Self { inner: ListingTable::try_new(config)?, scope, store, prefix, index, store_url, file_schema: schema })
+        Ok(Self {
+            inner: ListingTable::try_new(config)?,
+            scope,
+            store,
+            prefix,
+            index,
+            store_url,
+            file_schema: schema,
+            files,
+            needle: None,
+        })
+    }
+
+    /// The same table reading only the files that may hold a record or an event of the
+    /// transaction `id` (by their bloom filters): the `events` view's filter on an event's
+    /// transaction id cannot reach the scan, so a trace says which transaction it looks for.
+    pub fn with_needle(self, id: Option<String>) -> Self {
+        Self { needle: id, ..self }
     }
 
     /// The folders a scan lists: the partition levels from `environment` down to the deepest
@@ -205,18 +233,20 @@ impl LakeTable {
     /// 14 KiB a file for this schema, even with statistics collection off) and keeps them for
     /// the whole scan: on a lake of 27,648 files that was 400 MiB of an export's memory.
     ///
-    /// `hours`, the hour partitions a filter on `time` allows ([`hour_partition_filter`]),
-    /// drops the files of other hours, except files marked as holding a record far from their
-    /// hour ([`sluice_schemas::FAR_TIME_MARK`]): the filter on `time` itself decides for those.
+    /// `time`, the range of `time` the filters allow: the hour partitions it allows
+    /// ([`hour_key_range`]) drop the files of other hours, except files marked as holding a
+    /// record far from their hour ([`sluice_schemas::FAR_TIME_MARK`]); then the files' summaries
+    /// drop those whose records' times are all outside it.
     async fn scan_folders(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        hours: Option<&Expr>,
+        time: (Option<i64>, Option<i64>),
         limit: Option<usize>,
         folders: Vec<Vec<String>>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let hours = hour_key_range(time.0, time.1);
         let fields = partition_fields();
         let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
         let partition_filters: Vec<Expr> =
@@ -226,24 +256,23 @@ impl LakeTable {
             Default::default(),
         )?;
         let listings = futures::stream::iter(folders.into_iter().map(|folder| async move {
-            match self.store.list(Some(&self.folder_path(&folder))).try_collect::<Vec<_>>().await {
-                Ok(files) => Ok(files),
-                Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
-                Err(e) => Err(datafusion::error::DataFusionError::from(e)),
-            }
+            self.files.list(&self.folder_path(&folder)).await.map_err(|e| DataFusionError::External(Box::new(e)))
         }))
         .buffer_unordered(state.config_options().execution.meta_fetch_concurrency.get())
         .try_collect::<Vec<_>>()
         .await?;
-        let mut metas: Vec<object_store::ObjectMeta> = listings.into_iter().flatten().collect();
-        metas.sort_unstable_by(|a, b| a.location.cmp(&b.location));
-        let mut files = Vec::new();
-        let mut folder: Option<(String, Option<Vec<ScalarValue>>)> = None;
-        for m in metas {
+        let mut listed: Vec<object_store::ObjectMeta> = listings.into_iter().flatten().collect();
+        listed.sort_unstable_by(|a, b| a.location.cmp(&b.location));
+        // The files a scan may need, with the index of their folder in `decided`.
+        let (mut metas, mut of_folder) = (Vec::new(), Vec::new());
+        // The files of a folder share its partition values (they are adjacent once sorted): the
+        // values are parsed, and the filters on them evaluated, once a folder.
+        let mut decided: Vec<Folder> = Vec::new();
+        let mut folder: Option<(String, Option<usize>)> = None;
+        for m in listed {
             if m.size == 0 || !m.location.as_ref().ends_with(".parquet") {
                 continue;
             }
-            // Files of one folder are adjacent (sorted): parse a folder's values once.
             let Some((dir, _)) = m.location.as_ref().rsplit_once('/') else { continue };
             if folder.as_ref().is_none_or(|(d, _)| d != dir) {
                 let values = m.location.prefix_match(&self.prefix).and_then(|relative| {
@@ -251,19 +280,56 @@ impl LakeTable {
                     let (_, dirs) = parts.split_last()?;
                     partition_values(dirs.iter().map(|p| p.as_ref()), &fields)
                 });
-                folder = Some((dir.to_owned(), values));
+                let index = match values {
+                    Some(values) => {
+                        let passes = partition_filters.is_empty() || {
+                            let mut pf = PartitionedFile::from(m.clone());
+                            pf.partition_values = values.clone();
+                            filter_partitioned_file(pf, &partition_filters, &df_schema)?.is_some()
+                        };
+                        let in_hours = hours.is_none_or(|(lo, hi)| {
+                            folder_hour_key(&values)
+                                .is_none_or(|k| lo.is_none_or(|lo| k >= lo) && hi.is_none_or(|hi| k <= hi))
+                        });
+                        decided.push(Folder { values, passes, in_hours });
+                        Some(decided.len() - 1)
+                    }
+                    None => None,
+                };
+                folder = Some((dir.to_owned(), index));
             }
-            let Some((_, Some(values))) = &folder else { continue };
-            let far = is_far_time_file(m.location.filename().unwrap_or_default());
-            let mut pf = PartitionedFile::from(m);
-            pf.partition_values = values.clone();
-            let Some(pf) = filter_partitioned_file(pf, &partition_filters, &df_schema)? else { continue };
-            let pf = match hours {
-                Some(h) if !far => filter_partitioned_file(pf, std::slice::from_ref(h), &df_schema)?,
-                _ => Some(pf),
-            };
-            files.extend(pf);
+            let Some((_, Some(i))) = folder else { continue };
+            let f = &decided[i];
+            // A file marked as holding a record far from its hour is kept whatever its hour:
+            // the filter on `time` itself decides for it.
+            if !f.passes || !(f.in_hours || is_far_time_file(m.location.filename().unwrap_or_default())) {
+                continue;
+            }
+            metas.push(m);
+            of_folder.push(i);
         }
+        // Files that cannot hold a record the filters ask for, by their summaries: the range of
+        // their records' `time`, and the bloom filters of their transaction ids.
+        let needles = needle_values(filters, self.needle.as_deref());
+        let mut keep = vec![true; metas.len()];
+        if !metas.is_empty() && (!needles.is_empty() || time.0.is_some() || time.1.is_some()) {
+            for (k, s) in keep.iter_mut().zip(self.files.summaries(&metas).await) {
+                *k = s.is_none_or(|s| {
+                    s.overlaps(time.0, time.1) && needles.iter().all(|any| any.iter().any(|id| s.may_hold(id)))
+                });
+            }
+        }
+        let files: Vec<PartitionedFile> = metas
+            .into_iter()
+            .zip(of_folder)
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|((m, i), _)| {
+                let mut pf = PartitionedFile::from(m);
+                pf.partition_values = decided[i].values.clone();
+                pf
+            })
+            .collect();
         if files.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.schema().project(p)?),
@@ -291,6 +357,45 @@ impl LakeTable {
         let plan = format.create_physical_plan(state, config).await?;
         with_lean_readers(plan, state)
     }
+}
+
+/// A partition folder of a scan: its partition values, and whether they pass the filters on
+/// partition columns and the hours a filter on `time` allows.
+struct Folder {
+    values: Vec<ScalarValue>,
+    passes: bool,
+    in_hours: bool,
+}
+
+/// The transaction ids a file must be able to hold for a scan to need it: for each conjunct
+/// `transaction_id = 'x'` or `transaction_id IN ('x', …)` of the filters, its ids (a file must
+/// be able to hold one of them), and the table's needle.
+fn needle_values(filters: &[Expr], needle: Option<&str>) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = needle.map(|n| vec![n.to_owned()]).into_iter().collect();
+    let string = |e: &Expr| match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    };
+    let is_tx = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "transaction_id");
+    for f in filters {
+        for c in split_and(f) {
+            let ids = match c {
+                Expr::BinaryExpr(b) if b.op == Operator::Eq => match (b.left.as_ref(), b.right.as_ref()) {
+                    (c, l) | (l, c) if is_tx(c) => string(l).map(|s| vec![s]),
+                    _ => None,
+                },
+                Expr::InList(InList { expr, list, negated: false }) if is_tx(expr) => {
+                    list.iter().map(string).collect::<Option<Vec<String>>>()
+                }
+                _ => None,
+            };
+            out.extend(ids);
+        }
+    }
+    out
 }
 
 /// The Parquet scan `plan` reading its files through [`LeanReaders`].
@@ -345,7 +450,12 @@ fn partition_values<'a>(
     dirs.zip(fields)
         .map(|(dir, (name, ty))| {
             let v = dir.strip_prefix(name.as_str())?.strip_prefix('=')?;
-            ScalarValue::try_from_string(v.to_owned(), ty).ok()
+            match ty {
+                DataType::Utf8 => Some(ScalarValue::Utf8(Some(v.to_owned()))),
+                DataType::Int32 => v.parse().ok().map(|n| ScalarValue::Int32(Some(n))),
+                DataType::Int64 => v.parse().ok().map(|n| ScalarValue::Int64(Some(n))),
+                _ => ScalarValue::try_from_string(v.to_owned(), ty).ok(),
+            }
         })
         .collect()
 }
@@ -522,18 +632,25 @@ fn hour_key(micros: i64) -> Option<i64> {
     )
 }
 
-/// A filter on the hour partition columns implied by a range of `time`.
-pub fn hour_partition_filter(lo: Option<i64>, hi: Option<i64>) -> Option<Expr> {
+/// The hour partitions a range of `time` allows, as a range of [`hour_key`]s (inclusive),
+/// widened by [`HOUR_SLACK_HOURS`] on each side.
+pub fn hour_key_range(lo: Option<i64>, hi: Option<i64>) -> Option<(Option<i64>, Option<i64>)> {
     let slack = HOUR_SLACK_HOURS * 3_600_000_000;
-    let key = col("year") * lit(1_000_000i64) + col("month") * lit(10_000i64) + col("day") * lit(100i64) + col("hour");
     let lo = lo.and_then(|l| hour_key(l.saturating_sub(slack)));
     let hi = hi.and_then(|h| hour_key(h.saturating_add(slack)));
-    match (lo, hi) {
-        (Some(l), Some(h)) => Some(key.between(lit(l), lit(h))),
-        (Some(l), None) => Some(key.gt_eq(lit(l))),
-        (None, Some(h)) => Some(key.lt_eq(lit(h))),
-        (None, None) => None,
-    }
+    (lo.is_some() || hi.is_some()).then_some((lo, hi))
+}
+
+/// The [`hour_key`] of a folder's partition values (`year`, `month`, `day`, `hour` are the last
+/// four).
+fn folder_hour_key(values: &[ScalarValue]) -> Option<i64> {
+    let int = |v: &ScalarValue| match v {
+        ScalarValue::Int64(Some(n)) => Some(*n),
+        ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+        _ => None,
+    };
+    let [.., y, m, d, h] = values else { return None };
+    Some(int(y)? * 1_000_000 + int(m)? * 10_000 + int(d)? * 100 + int(h)?)
 }
 
 #[async_trait]
@@ -555,9 +672,8 @@ impl TableProvider for LakeTable {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let filters = unprefixed(filters)?;
         let (lo, hi) = time_bounds(&filters);
-        let hours = hour_partition_filter(lo, hi);
         let folders = self.scan_roots(&filters).await?;
-        self.scan_folders(state, projection, &filters, hours.as_ref(), limit, folders).await
+        self.scan_folders(state, projection, &filters, (lo, hi), limit, folders).await
     }
 
     fn supports_filters_pushdown(

@@ -33,7 +33,7 @@ use datafusion::{
 };
 use futures::StreamExt;
 use object_store::ObjectStore;
-use sluice_lake::{Lake, live::LiveView};
+use sluice_lake::{Lake, files::FileIndex, live::LiveView};
 use sluice_schemas::{Orgs, Registry};
 use url::Url;
 
@@ -99,6 +99,10 @@ pub struct Engine {
     caller: Option<Arc<GreedyMemoryPool>>,
     /// The scalar functions, bounded ([`crate::limits::bounded_functions`]).
     functions: Arc<Vec<ScalarUDF>>,
+    /// The lake's listing and its files' summaries, kept between queries.
+    files: FileIndex,
+    /// The transaction the `logs` table reads files for only (see [`Engine::tracing`]).
+    needle: Option<String>,
 }
 
 impl Engine {
@@ -111,14 +115,21 @@ impl Engine {
     /// An engine over `lake`.
     pub fn for_lake(lake: &Lake, registry: Registry, config: EngineConfig) -> Result<Self> {
         let (store, url) = lake.engine_store()?;
-        Self::with_store(store, url, registry, config)
+        let mut engine = Self::with_store(Arc::clone(&store), url, registry, config)?;
+        if lake.local_root().is_some() {
+            // The store is the local file system: listings read only the folders that changed.
+            engine.files = FileIndex::local(engine.store.clone(), store);
+        }
+        Ok(engine)
     }
 
     /// An engine over `store`, whose lake root is `url` (used with custom stores in tests).
     /// Every listing goes through [`LiveView`], so files that `sluice compact` replaced are never
     /// read next to the file that replaced them.
     pub fn with_store(store: Arc<dyn ObjectStore>, url: Url, registry: Registry, config: EngineConfig) -> Result<Self> {
-        let store = LiveView::new(store);
+        let view = LiveView::new(Arc::clone(&store));
+        let files = FileIndex::new(view.clone(), store);
+        let store = view;
         let caches = CacheManager::try_new(
             &CacheManagerConfig::default()
                 .with_list_files_cache_limit(0)
@@ -141,7 +152,28 @@ impl Engine {
             callers: Arc::default(),
             caller: None,
             functions,
+            files,
+            needle: None,
         })
+    }
+
+    /// The same engine reading, for the `logs` table and the views over it, only the files that
+    /// may hold a record or an event of the transaction `id` (by the bloom filters of the files'
+    /// transaction ids): what `GET /v1/trace/{id}` runs its queries on. Filters
+    /// `transaction_id = …` of any query prune the same way by themselves; an event's
+    /// transaction id is below `unnest`, where no filter reaches the scan.
+    pub fn tracing(&self, id: &str) -> Self {
+        Self { needle: Some(id.to_owned()), ..self.clone() }
+    }
+
+    /// The lake's listing and its files' summaries (a server warms them once started).
+    pub fn files(&self) -> &FileIndex {
+        &self.files
+    }
+
+    /// The key of the lake's `logs/` folder in its store.
+    pub fn logs_prefix(&self) -> Result<object_store::path::Path> {
+        Ok(datafusion::datasource::listing::ListingTableUrl::parse(&self.logs_url)?.prefix().clone())
     }
 
     /// The same engine seeing only the organizations of `scope`: every table of its sessions
@@ -212,7 +244,8 @@ impl Engine {
         }
         let store: Arc<dyn ObjectStore> = Arc::new(self.store.counting_reads(read));
         ctx.register_object_store(&self.url, Arc::clone(&store));
-        let logs = LakeTable::new(&self.logs_url, &self.registry, store, self.scope.clone())?;
+        let logs = LakeTable::new(&self.logs_url, &self.registry, store, self.files.clone(), self.scope.clone())?
+            .with_needle(self.needle.clone());
         ctx.register_table("logs", Arc::new(logs))?;
         for lt in self.registry.names() {
             let sql = logtype_view_sql(&self.registry, lt).expect("registered");

@@ -173,7 +173,12 @@ pub struct FileIndex {
     local: Option<Arc<LocalFileSystem>>,
     folders: Arc<Mutex<HashMap<Path, Arc<Folder>>>>,
     summaries: Arc<Mutex<Summaries>>,
+    /// The listings of a snapshot ([`FileIndex::snapshot`]), by folder.
+    snapshot: Option<Arc<tokio::sync::Mutex<Listings>>>,
 }
+
+/// Listings by folder.
+type Listings = HashMap<Path, Arc<Vec<ObjectMeta>>>;
 
 #[derive(Debug, Default)]
 struct Summaries {
@@ -184,7 +189,7 @@ struct Summaries {
 impl FileIndex {
     /// An index over the lake of `view` (whose store is `store`), listing through the store.
     pub fn new(view: LiveView, store: Arc<dyn ObjectStore>) -> Self {
-        Self { view, store, local: None, folders: Arc::default(), summaries: Arc::default() }
+        Self { view, store, local: None, folders: Arc::default(), summaries: Arc::default(), snapshot: None }
     }
 
     /// An index over a local lake, whose `store` is a [`LocalFileSystem`] without a prefix:
@@ -193,8 +198,27 @@ impl FileIndex {
         Self { local: Some(Arc::new(LocalFileSystem::new())), ..Self::new(view, store) }
     }
 
-    /// The live files under the folder `at` (every level below it), as the view lists them.
+    /// The same index listing each folder once: the queries of one request (a trace's records
+    /// and events) see the lake as one listing saw it, made when the first of them asked.
+    pub fn snapshot(&self) -> Self {
+        Self { snapshot: Some(Arc::default()), ..self.clone() }
+    }
+
+    /// The live files under the folder `at` (every level below it), as the view lists them. The
+    /// files of a folder are next to each other, in no particular order otherwise.
     pub async fn list(&self, at: &Path) -> crate::Result<Vec<ObjectMeta>> {
+        let Some(snapshot) = &self.snapshot else { return self.list_now(at).await };
+        // Held while listing: a second query of the snapshot waits for the first's listing.
+        let mut listed = snapshot.lock().await;
+        if let Some(files) = listed.get(at) {
+            return Ok(files.as_ref().clone());
+        }
+        let files = self.list_now(at).await?;
+        listed.insert(at.clone(), Arc::new(files.clone()));
+        Ok(files)
+    }
+
+    async fn list_now(&self, at: &Path) -> crate::Result<Vec<ObjectMeta>> {
         let Some(fs) = &self.local else {
             return match self.view.list(Some(at)).try_collect().await {
                 Ok(files) => Ok(files),

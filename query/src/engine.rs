@@ -162,8 +162,9 @@ impl Engine {
     /// transaction ids): what `GET /v1/trace/{id}` runs its queries on. Filters
     /// `transaction_id = …` of any query prune the same way by themselves; an event's
     /// transaction id is below `unnest`, where no filter reaches the scan.
+    /// Its queries share one listing of the lake ([`FileIndex::snapshot`]).
     pub fn tracing(&self, id: &str) -> Self {
-        Self { needle: Some(id.to_owned()), ..self.clone() }
+        Self { needle: Some(id.to_owned()), files: self.files.snapshot(), ..self.clone() }
     }
 
     /// The lake's listing and its files' summaries (a server warms them once started).

@@ -136,22 +136,25 @@ pub async fn query_routes(settings: &Settings, registry: Registry, athena: Optio
             ..EngineConfig::default()
         },
     )?;
-    // The summaries of the lake's files are read once, in the background, so that the first
+    // The summaries of a local lake's files are read once, in the background, so that the first
     // needle lookups are as fast as the next (a lookup before then reads what it needs itself).
-    let (files, logs) = (engine.files().clone(), engine.logs_prefix()?);
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        match files.warm(&logs).await {
-            Ok(n) => tracing::info!(
-                files = n,
-                secs = started.elapsed().as_secs_f64(),
-                "read the summaries of the lake's files"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the summaries of the lake's files; lookups read them as needed")
+    // Not on S3: two requests a file, for files nobody may look up.
+    if lake.local_root().is_some() {
+        let (files, logs) = (engine.files().clone(), engine.logs_prefix()?);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match files.warm(&logs).await {
+                Ok(n) => tracing::info!(
+                    files = n,
+                    secs = started.elapsed().as_secs_f64(),
+                    "read the summaries of the lake's files"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the summaries of the lake's files; lookups read them as needed")
+                }
             }
-        }
-    });
+        });
+    }
     let mut executions = Executions::new(
         engine,
         ExecConfig {

@@ -50,8 +50,14 @@ pub const SETTLED: Duration = Duration::from_secs(2);
 /// Most bytes the summaries of an index take (about 500 bytes a small file).
 pub const MAX_SUMMARY_BYTES: usize = 256 << 20;
 
-/// Footers read at once when summaries are missing.
+/// Footers read at once when summaries are missing, from an object store (whose requests wait
+/// on the network).
 const SUMMARY_READS: usize = 32;
+
+/// Footers read at once, a core, from a local lake: each read is a task of the blocking pool.
+/// 32 at once grew it to 127 threads, and a server's peak memory after reading the summaries of
+/// 22,487 files from 105 to 144 MiB, to read them in 1.1 s rather than 1.9 s (in the background).
+const LOCAL_SUMMARY_READS_PER_CORE: usize = 2;
 
 /// What a reader needs to know of a file to skip it: the range of `time` of its records, and
 /// the bloom filters of the columns holding transaction ids.
@@ -257,7 +263,10 @@ impl FileIndex {
                 }
             }
         }))
-        .buffer_unordered(SUMMARY_READS)
+        .buffer_unordered(match self.local {
+            Some(_) => std::thread::available_parallelism().map_or(2, |n| n.get()) * LOCAL_SUMMARY_READS_PER_CORE,
+            None => SUMMARY_READS,
+        })
         .collect()
         .await;
         let mut known = known;

@@ -8,10 +8,12 @@
 //!   output is bounded ([`crate::limits`]), under a timeout, and can be cancelled by dropping its
 //!   stream.
 //! * Parquet footers are cached across queries (16 MiB). File statistics are not collected, and
-//!   listings are not cached:
-//!   DataFusion's listing cache lists the whole table on every miss (and keeps nothing past 1 MiB
-//!   of entries, a few thousand files), while a scan here lists only the folders its partition
-//!   filters leave (see [`crate::catalog::LakeTable`]); every query also sees the newest files.
+//!   DataFusion's listing cache is off: it lists the whole table on every miss (and keeps nothing
+//!   past 1 MiB of entries, a few thousand files), while a scan here lists only the folders its
+//!   partition filters leave (see [`crate::catalog::LakeTable`]) through the engine's
+//!   [`FileIndex`], which keeps a local lake's listing while its folders are unchanged and a
+//!   summary of each file (so every query still sees the newest files, and a needle lookup
+//!   opens only the files that may hold it).
 
 use std::{
     sync::{Arc, atomic::AtomicU64},

@@ -325,14 +325,7 @@ fn walk(
     // threads, each opening its folders by path.
     let mut subtrees: Vec<(PathBuf, Path)> = Vec::new();
     for (key, name) in &walk.visit(&root, at, out)?.folders {
-        let dir = match root.child(name) {
-            Ok(dir) => dir,
-            Err(e) if gone(&e) => {
-                walk.forget(key);
-                continue;
-            }
-            Err(e) => return Err(walk.error(key, e)),
-        };
+        let Some(dir) = walk.open(key, || root.child(name))? else { continue };
         for (sub, sub_name) in &walk.visit(&dir, key, out)?.folders {
             subtrees.push((on_disk.join(name).join(sub_name), sub.clone()));
         }
@@ -347,10 +340,8 @@ fn walk(
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some((path, key)) = subtrees.get(i) else { return Ok(mine) };
-                        match disk::Dir::open(path) {
-                            Ok(dir) => walk.folder(&dir, key, &mut mine)?,
-                            Err(e) if gone(&e) => walk.forget(key),
-                            Err(e) => return Err(walk.error(key, e)),
+                        if let Some(dir) = walk.open(key, || disk::Dir::open(path))? {
+                            walk.folder(&dir, key, &mut mine)?;
                         }
                     }
                 })
@@ -390,13 +381,23 @@ impl Walk<'_> {
     fn folder(&self, dir: &disk::Dir, at: &Path, out: &mut Vec<ObjectMeta>) -> crate::Result<()> {
         let folder = self.visit(dir, at, out)?;
         for (sub, name) in &folder.folders {
-            match dir.child(name) {
-                Ok(child) => self.folder(&child, sub, out)?,
-                Err(e) if gone(&e) => self.forget(sub),
-                Err(e) => return Err(self.error(sub, e)),
+            if let Some(child) = self.open(sub, || dir.child(name))? {
+                self.folder(&child, sub, out)?;
             }
         }
         Ok(())
+    }
+
+    /// The folder `at` the walk found, opened by `open`; `None` (and forgotten) when it is gone.
+    fn open(&self, at: &Path, open: impl FnOnce() -> std::io::Result<disk::Dir>) -> crate::Result<Option<disk::Dir>> {
+        match open() {
+            Ok(dir) => Ok(Some(dir)),
+            Err(e) if gone(&e) => {
+                self.forget(at);
+                Ok(None)
+            }
+            Err(e) => Err(self.error(at, e)),
+        }
     }
 
     /// Appends the files of the folder `dir` (at `at`) to `out`, reading it if it changed.

@@ -252,15 +252,16 @@ impl Batcher {
     }
 
     /// The job of a partition's buffer, taken out of `rows`.
+    /// Its rows are in order of `time` (as they arrived, for equal times): a reader of the file
+    /// (a time range, the newest first) and compaction need not sort them.
     fn rows_job(&mut self, partition: Partition, b: Buf<PackedRow>) -> Job {
         self.by_seq.remove(&b.min_seq);
         self.bytes -= b.bytes;
-        Job {
-            target: Target::Data { partition, rows: b.items },
-            min_seq: b.min_seq,
-            max_seq: b.max_seq,
-            bytes: b.bytes,
+        let mut rows = b.items;
+        if !rows.is_sorted_by_key(|r| r.row().time) {
+            rows.sort_by_key(|r| r.row().time);
         }
+        Job { target: Target::Data { partition, rows }, min_seq: b.min_seq, max_seq: b.max_seq, bytes: b.bytes }
     }
 
     fn take_errors(&mut self, hour: i64) -> Option<Job> {

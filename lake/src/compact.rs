@@ -35,17 +35,16 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, path::Path};
 use parquet::{
-    arrow::{
-        AsyncArrowWriter, ParquetRecordBatchStreamBuilder, arrow_writer::ArrowWriterOptions,
-        async_writer::AsyncFileWriter,
-    },
+    arrow::{ArrowSchemaConverter, AsyncArrowWriter, ParquetRecordBatchStreamBuilder, async_writer::AsyncFileWriter},
     file::metadata::KeyValue,
 };
 use sluice_schemas::{FAR_TIME_MARK, Partition, Registry, is_far_time_file};
 
+mod order;
+
 use crate::{
     Lake,
-    encode::writer_properties,
+    encode::{sorted_by_time, writer_options, writer_properties},
     error::{Error, Result},
     footer::LakeFile,
     live::{COMPACTED_PREFIX, LiveView, REPLACES_KEY, file_name, folder, is_compacted},
@@ -310,6 +309,34 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
     let far = if bin.iter().any(|m| is_far_time_file(file_name(&m.location))) { FAR_TIME_MARK } else { "" };
     let key = Path::from(format!("{folder}/{COMPACTED_PREFIX}{}{far}.parquet", uuid::Uuid::new_v4()));
     let store = Arc::clone(lake.store());
+    // The rows of every file, in order of `time` (see `order`).
+    let mut inputs: Vec<order::Sorted> = Vec::with_capacity(sources.len());
+    let mut kept = 0;
+    for (m, builder) in sources {
+        let file_schema = Arc::clone(builder.schema());
+        for f in file_schema.fields() {
+            if schema.field_with_name(f.name()).is_err() {
+                return Err(Error::Column {
+                    file: m.location.to_string(),
+                    column: f.name().clone(),
+                    reason: "is not in the lake schema (was a log type removed?)".into(),
+                });
+            }
+        }
+        let sorted = sorted_by_time(builder.metadata());
+        let (lake_schema, location) = (Arc::clone(schema), m.location.clone());
+        let batches = builder
+            .with_batch_size(if sorted { order::BATCH_ROWS } else { 8192 })
+            .build()?
+            .map(move |b| align(&b?, &lake_schema, &location));
+        inputs.push(if sorted {
+            batches.boxed()
+        } else {
+            let whole: Vec<RecordBatch> = batches.try_collect().await?;
+            order::sort(schema, &whole, &mut kept)?
+        });
+    }
+    let mut merged = order::Merge::new(Arc::clone(schema), inputs).await?;
     // On local disk the merged file is written beside its place (a `#` name, which listings
     // and `*.parquet` globs skip), made durable, then renamed into place: a crash never leaves
     // a torn merged file standing in for the files it replaces. On S3 a multipart upload
@@ -325,6 +352,7 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
         None => Sink::Store(object_store::buffered::BufWriter::new(Arc::clone(&store), key.clone())),
     };
     let mut sink = Some(sink);
+    let parquet = ArrowSchemaConverter::new().convert(schema)?;
     // The writer is made for the first batch: its settings (which columns get a dictionary)
     // follow the data.
     let mut new_writer = |sample: &RecordBatch| {
@@ -336,35 +364,17 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
             Sink::Local(f) => Box::new(f),
             Sink::Store(w) => Box::new(w),
         };
-        AsyncArrowWriter::try_new_with_options(
-            sink,
-            Arc::clone(schema),
-            ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true),
-        )
+        AsyncArrowWriter::try_new_with_options(sink, Arc::clone(schema), writer_options(props, parquet.clone(), true))
     };
     let mut writer = None;
     let mut written = 0u64;
-    for (m, builder) in sources {
-        let file_schema = Arc::clone(builder.schema());
-        for f in file_schema.fields() {
-            if schema.field_with_name(f.name()).is_err() {
-                return Err(Error::Column {
-                    file: m.location.to_string(),
-                    column: f.name().clone(),
-                    reason: "is not in the lake schema (was a log type removed?)".into(),
-                });
-            }
-        }
-        let mut batches = builder.with_batch_size(8192).build()?;
-        while let Some(batch) = batches.try_next().await? {
-            written += batch.num_rows() as u64;
-            let batch = align(&batch, schema, &m.location)?;
-            let w = match &mut writer {
-                Some(w) => w,
-                None => writer.insert(new_writer(&batch)?),
-            };
-            w.write(&batch).await?;
-        }
+    while let Some(batch) = merged.next().await? {
+        written += batch.num_rows() as u64;
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(new_writer(&batch)?),
+        };
+        w.write(&batch).await?;
     }
     let writer = match writer {
         Some(w) => w,

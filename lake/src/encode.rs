@@ -19,7 +19,11 @@ use arrow_schema::{DataType, Fields, SchemaRef, TimeUnit};
 use parquet::{
     arrow::{ArrowSchemaConverter, ArrowWriter, arrow_writer::ArrowWriterOptions},
     basic::{Compression, ZstdLevel},
-    file::properties::{EnabledStatistics, WriterProperties},
+    file::{
+        metadata::{ParquetMetaData, SortingColumn},
+        properties::{EnabledStatistics, WriterProperties},
+        statistics::Statistics,
+    },
     schema::types::{ColumnPath, SchemaDescriptor},
 };
 use sluice_schemas::{ExtraType, ExtraValue, PackedRow, Registry, Span, UTC};
@@ -331,9 +335,43 @@ fn shape<T: Hash + Eq>(
 /// Writer options of a data file (see [`writer_properties`]): no `ARROW:schema` copy in the
 /// footer (2.4 KB a file, most of a small file's footer). The Parquet types alone read back as
 /// the lake schema's Arrow types (strings, `Int64`, `Boolean`, `Timestamp(µs, "UTC")`, the
-/// `events` list of structs).
-pub fn writer_options(sample: &RecordBatch, rows: usize) -> ArrowWriterOptions {
-    ArrowWriterOptions::new().with_properties(writer_properties(sample, rows)).with_skip_arrow_metadata(true)
+/// `events` list of structs). A file whose rows are in order of `time` says so
+/// ([`time_order`]).
+pub fn writer_options(props: WriterProperties, parquet: SchemaDescriptor, sorted: bool) -> ArrowWriterOptions {
+    let props = if sorted { props.into_builder().set_sorting_columns(time_order(&parquet)).build() } else { props };
+    ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true).with_parquet_schema(parquet)
+}
+
+/// The `sorting_columns` of a row group whose rows are in order of `time` (ascending, the
+/// order sluice writes rows in): what compaction streams merged files by, and what tells
+/// DataFusion, Spark or Trino the order without reading the rows.
+pub fn time_order(parquet: &SchemaDescriptor) -> Option<Vec<SortingColumn>> {
+    let i = time_leaf(parquet)?;
+    Some(vec![SortingColumn { column_idx: i32::try_from(i).ok()?, descending: false, nulls_first: false }])
+}
+
+fn time_leaf(parquet: &SchemaDescriptor) -> Option<usize> {
+    (0..parquet.num_columns()).find(|&i| parquet.column(i).path().parts() == ["time"])
+}
+
+/// Whether the rows of the file of `meta` are in order of `time`: each row group says so
+/// ([`time_order`]) and each starts no earlier than the one before it ends.
+pub fn sorted_by_time(meta: &ParquetMetaData) -> bool {
+    let Some(i) = time_leaf(meta.file_metadata().schema_descr()) else { return false };
+    let mut end = i64::MIN;
+    for rg in meta.row_groups() {
+        let declared = rg
+            .sorting_columns()
+            .and_then(|c| c.first())
+            .is_some_and(|c| usize::try_from(c.column_idx).is_ok_and(|c| c == i) && !c.descending);
+        let Some(Statistics::Int64(stats)) = rg.column(i).statistics() else { return false };
+        let (Some(&min), Some(&max)) = (stats.min_opt(), stats.max_opt()) else { return false };
+        if !declared || stats.null_count_opt().is_none_or(|n| n > 0) || min < end {
+            return false;
+        }
+        end = max;
+    }
+    true
 }
 
 /// The Parquet schema of `schema`, as [`ArrowWriter`] would convert it (converting it for every
@@ -357,7 +395,8 @@ pub fn encode_parquet(registry: &Registry, schema: &SchemaRef, rows: &[PackedRow
     let mut buf = Vec::with_capacity(rows.len() * 128 + 4096);
     let mut chunks = rows.chunks(ROW_GROUP_ROWS);
     let first = rows_to_batch(registry, schema, chunks.next().unwrap_or_default())?;
-    let options = writer_options(&first, rows.len()).with_parquet_schema(parquet_schema(schema)?);
+    let sorted = rows.is_sorted_by_key(|r| r.row().time);
+    let options = writer_options(writer_properties(&first, rows.len()), parquet_schema(schema)?, sorted);
     let mut w = ArrowWriter::try_new_with_options(&mut buf, schema.clone(), options)?;
     w.write(&first)?;
     for chunk in chunks {
@@ -453,5 +492,19 @@ mod tests {
         assert!(b"tx-0000-5f3c2a9e-8b1d-4c6f-a2e7-3d9b0c1e4f58".starts_with(min));
         assert!(max > &b"tx-0079-5f3c2a9e-8b1d-4c6f-a2e7-3d9b0c1e4f58"[..]);
         assert!(!stats.max_is_exact());
+    }
+
+    #[test]
+    fn a_file_of_rows_in_time_order_says_so_and_one_out_of_order_does_not() {
+        let contract = Contract::default();
+        let schema = Arc::new(contract.registry.lake_arrow_schema());
+        let meta = |rows: &[PackedRow]| {
+            let file = encode_parquet(&contract.registry, &schema, rows).expect("encode");
+            SerializedFileReader::new(bytes::Bytes::from(file)).expect("read").metadata().clone()
+        };
+        let mut rows = sample_rows(&contract);
+        assert!(sorted_by_time(&meta(&rows)));
+        rows.swap(3, 40);
+        assert!(!sorted_by_time(&meta(&rows)), "rows out of order are not declared sorted");
     }
 }

@@ -31,6 +31,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, local::LocalFileSystem, path::Path};
 use parquet::{
@@ -40,6 +41,8 @@ use parquet::{
 };
 
 use crate::{encode::TRANSACTION_ID_COLUMNS, footer::read_footer, live::LiveView};
+
+mod stored;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -69,8 +72,10 @@ pub struct Summary {
     /// A filter a row group and column of [`TRANSACTION_ID_COLUMNS`]; `None` when any of them
     /// has none (the file may hold any id).
     blooms: Option<Vec<Sbbf>>,
-    /// The file's size: the summary is of this file only while the size is the same.
+    /// The file's size and modification time: the summary is of this file only while they
+    /// are the same.
     size: u64,
+    modified: DateTime<Utc>,
 }
 
 impl Summary {
@@ -119,7 +124,13 @@ impl Summary {
         } else {
             None
         };
-        Ok(Self { time, blooms, size: m.size })
+        Ok(Self { time, blooms, size: m.size, modified: m.last_modified })
+    }
+
+    /// Whether this is the summary of the file `m` (files are never changed in place, so this
+    /// is a guard against a file replaced by hand).
+    fn is_of(&self, m: &ObjectMeta) -> bool {
+        self.size == m.size && self.modified == m.last_modified
     }
 }
 
@@ -181,7 +192,24 @@ pub struct FileIndex {
     summaries: Arc<Mutex<Summaries>>,
     /// The listings of a snapshot ([`FileIndex::snapshot`]), by folder.
     snapshot: Option<Arc<tokio::sync::Mutex<Listings>>>,
+    /// For a local lake: the summaries it keeps on disk for the next process.
+    kept: Option<Arc<Kept>>,
 }
+
+/// The summaries a local lake keeps on disk ([`stored`]), as one index uses them.
+#[derive(Debug)]
+struct Kept {
+    /// The lake's root on disk and as a key of the store.
+    root: PathBuf,
+    key: Path,
+    loaded: tokio::sync::OnceCell<()>,
+    /// What this index read and has not yet saved, and the segments it knows of.
+    unsaved: Mutex<(Vec<Path>, Vec<PathBuf>)>,
+}
+
+/// Summaries read and not yet saved beyond which a segment is written (a lookup that reads a
+/// few new files does not write a segment of them each time).
+const SAVE_AT: usize = 256;
 
 /// Listings by folder.
 type Listings = HashMap<Path, Arc<Vec<ObjectMeta>>>;
@@ -192,16 +220,48 @@ struct Summaries {
     bytes: usize,
 }
 
+impl Summaries {
+    /// Keeps the summary of the file at `path`, forgetting every other first if it would take
+    /// more than [`MAX_SUMMARY_BYTES`].
+    fn insert(&mut self, path: Path, summary: Arc<Summary>) {
+        let bytes = summary.bytes();
+        if self.bytes + bytes > MAX_SUMMARY_BYTES {
+            self.by_file.clear();
+            self.bytes = 0;
+        }
+        self.bytes += bytes;
+        if let Some(old) = self.by_file.insert(path, summary) {
+            self.bytes -= old.bytes();
+        }
+    }
+}
+
 impl FileIndex {
     /// An index over the lake of `view` (whose store is `store`), listing through the store.
     pub fn new(view: LiveView, store: Arc<dyn ObjectStore>) -> Self {
-        Self { view, store, local: None, folders: Arc::default(), summaries: Arc::default(), snapshot: None }
+        Self {
+            view,
+            store,
+            local: None,
+            folders: Arc::default(),
+            summaries: Arc::default(),
+            snapshot: None,
+            kept: None,
+        }
     }
 
-    /// An index over a local lake, whose `store` is a [`LocalFileSystem`] without a prefix:
-    /// listings read folders whose modification time changed only.
-    pub fn local(view: LiveView, store: Arc<dyn ObjectStore>) -> Self {
-        Self { local: Some(Arc::new(LocalFileSystem::new())), ..Self::new(view, store) }
+    /// An index over the local lake at `root` on disk, whose `store` is a [`LocalFileSystem`]
+    /// without a prefix: listings read only folders whose modification time changed, and the
+    /// summaries read are kept in the lake for the next process.
+    pub fn local(view: LiveView, store: Arc<dyn ObjectStore>, root: &std::path::Path) -> crate::Result<Self> {
+        let kept = Kept {
+            root: root.to_path_buf(),
+            key: Path::from_absolute_path(root)
+                .map_err(|e| crate::Error::LakeUrl { url: root.display().to_string(), reason: e.to_string() })?,
+            loaded: tokio::sync::OnceCell::new(),
+            unsaved: Mutex::default(),
+        };
+        Ok(Self { local: Some(Arc::new(LocalFileSystem::new())), kept: Some(Arc::new(kept)), ..Self::new(view, store) })
     }
 
     /// The same index listing each folder once: the queries of one request (a trace's records
@@ -246,9 +306,12 @@ impl FileIndex {
     /// The summaries of `files` (in their order), read from the footers of those not yet known;
     /// `None` for a file whose footer could not be read.
     pub async fn summaries(&self, files: &[ObjectMeta]) -> Vec<Option<Arc<Summary>>> {
+        if let Some(kept) = &self.kept {
+            kept.loaded.get_or_init(|| self.load(kept)).await;
+        }
         let known: Vec<Option<Arc<Summary>>> = {
             let s = self.summaries.lock().unwrap_or_else(PoisonError::into_inner);
-            files.iter().map(|m| s.by_file.get(&m.location).filter(|x| x.size == m.size).cloned()).collect()
+            files.iter().map(|m| s.by_file.get(&m.location).filter(|x| x.is_of(m)).cloned()).collect()
         };
         let missing: Vec<usize> = (0..files.len()).filter(|&i| known[i].is_none()).collect();
         if missing.is_empty() {
@@ -270,22 +333,86 @@ impl FileIndex {
         .collect()
         .await;
         let mut known = known;
-        let mut s = self.summaries.lock().unwrap_or_else(PoisonError::into_inner);
-        for (i, summary) in read {
-            if let Some(summary) = &summary {
-                let bytes = summary.bytes();
-                if s.bytes + bytes > MAX_SUMMARY_BYTES {
-                    s.by_file.clear();
-                    s.bytes = 0;
+        let mut fresh = Vec::with_capacity(read.len());
+        {
+            let mut s = self.summaries.lock().unwrap_or_else(PoisonError::into_inner);
+            for (i, summary) in read {
+                if let Some(summary) = &summary {
+                    s.insert(files[i].location.clone(), Arc::clone(summary));
+                    fresh.push(files[i].location.clone());
                 }
-                s.bytes += bytes;
-                if let Some(old) = s.by_file.insert(files[i].location.clone(), Arc::clone(summary)) {
-                    s.bytes -= old.bytes();
-                }
+                known[i] = summary;
             }
-            known[i] = summary;
+        }
+        if let Some(kept) = &self.kept {
+            self.keep(kept, fresh).await;
         }
         known
+    }
+
+    /// Loads the summaries the lake keeps (merging its segments when there are many).
+    async fn load(&self, kept: &Arc<Kept>) {
+        let k = Arc::clone(kept);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let dir = stored::folder(&k.root);
+            let (entries, segments) = stored::load(&dir);
+            if segments.len() > stored::MAX_SEGMENTS {
+                match stored::merge(&k.root, &dir, &entries, &segments) {
+                    Ok(merged) => return (entries, vec![merged]),
+                    Err(e) => tracing::debug!(error = %e, "could not merge the lake's summaries"),
+                }
+            }
+            (entries, segments)
+        })
+        .await;
+        let Ok((entries, segments)) = loaded else { return };
+        kept.unsaved.lock().unwrap_or_else(PoisonError::into_inner).1 = segments;
+        let mut s = self.summaries.lock().unwrap_or_else(PoisonError::into_inner);
+        for (rel, summary) in entries {
+            if s.bytes + summary.bytes() > MAX_SUMMARY_BYTES {
+                break;
+            }
+            if let Ok(key) = Path::parse(format!("{}/{rel}", kept.key)) {
+                s.insert(key, Arc::new(summary));
+            }
+        }
+    }
+
+    /// Keeps the summaries just read (of the files `read`) in the lake, once there are
+    /// [`SAVE_AT`] of them; writes everything known instead, and deletes the segments it knew,
+    /// once it knows of more than [`stored::MAX_SEGMENTS`].
+    async fn keep(&self, kept: &Arc<Kept>, read: Vec<Path>) {
+        let (paths, old) = {
+            let mut unsaved = kept.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+            unsaved.0.extend(read);
+            if unsaved.0.len() < SAVE_AT {
+                return;
+            }
+            let old = if unsaved.1.len() >= stored::MAX_SEGMENTS { std::mem::take(&mut unsaved.1) } else { Vec::new() };
+            (std::mem::take(&mut unsaved.0), old)
+        };
+        let prefix = format!("{}/", kept.key);
+        let entries: Vec<(String, Arc<Summary>)> = {
+            let s = self.summaries.lock().unwrap_or_else(PoisonError::into_inner);
+            let of = |p: &Path, x: &Arc<Summary>| Some((p.as_ref().strip_prefix(&prefix)?.to_owned(), Arc::clone(x)));
+            if old.is_empty() {
+                paths.iter().filter_map(|p| of(p, s.by_file.get(p)?)).collect()
+            } else {
+                s.by_file.iter().filter_map(|(p, x)| of(p, x)).collect()
+            }
+        };
+        let dir = stored::folder(&kept.root);
+        let saved = tokio::task::spawn_blocking(move || {
+            let segment = stored::save(&dir, entries.iter().map(|(p, s)| (p.as_str(), s.as_ref())))?;
+            stored::remove(&old)?;
+            Ok::<_, std::io::Error>(segment)
+        })
+        .await;
+        match saved {
+            Ok(Ok(segment)) => kept.unsaved.lock().unwrap_or_else(PoisonError::into_inner).1.push(segment),
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not keep summaries in the lake"),
+            Err(e) => tracing::debug!(error = %e, "could not keep summaries in the lake"),
+        }
     }
 
     /// Reads the summary of every file of the lake under `at` not yet known (a server does this
@@ -294,7 +421,7 @@ impl FileIndex {
         let files: Vec<ObjectMeta> =
             self.list(at).await?.into_iter().filter(|m| m.location.as_ref().ends_with(".parquet")).collect();
         let mut read = 0;
-        for chunk in files.chunks(1024) {
+        for chunk in files.chunks(4096) {
             read += self.summaries(chunk).await.iter().flatten().count();
         }
         Ok(read)
@@ -661,6 +788,78 @@ mod tests {
         assert!(s.time.is_some());
     }
 
+    #[tokio::test]
+    async fn summaries_read_once_are_kept_in_the_lake_for_the_next_process() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().canonicalize().expect("path");
+        let contract = Contract::default();
+        let schema = Arc::new(contract.registry.lake_arrow_schema());
+        let folder = root.join("logs/a=1");
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        for k in 0..SAVE_AT {
+            let bytes = encode_parquet(&contract.registry, &schema, &rows(&contract, k % 20 + 1)).expect("encode");
+            std::fs::write(folder.join(format!("f{k:03}.parquet")), bytes).expect("write");
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let index = || FileIndex::local(LiveView::new(Arc::clone(&store)), Arc::clone(&store), &root).expect("index");
+        let at = Path::from_absolute_path(root.join("logs")).expect("path");
+        let first = index();
+        let files = first.list(&at).await.expect("list");
+        assert_eq!(files.len(), SAVE_AT);
+        assert!(first.summaries(&files).await.iter().all(Option::is_some));
+        // Every file is destroyed, keeping its size and time: a new index knows the summaries
+        // without reading a footer.
+        let on_disk = |m: &ObjectMeta| std::path::PathBuf::from(format!("/{}", m.location));
+        for m in &files {
+            let t = std::fs::metadata(on_disk(m)).and_then(|x| x.modified()).expect("time");
+            std::fs::write(on_disk(m), vec![0u8; m.size as usize]).expect("write");
+            File::options().write(true).open(on_disk(m)).expect("open").set_modified(t).expect("set time");
+        }
+        let kept = index().summaries(&files).await;
+        for (k, s) in kept.iter().enumerate() {
+            let s = s.as_ref().unwrap_or_else(|| panic!("no summary kept for file {k}"));
+            assert!(s.may_hold(&format!("tx-{}", k % 20)), "{k}");
+        }
+        // A file whose time moved is not the file summarized: it is read again (and this one
+        // has no footer any more).
+        let later = SystemTime::now() + Duration::from_secs(5);
+        File::options().write(true).open(on_disk(&files[0])).expect("open").set_modified(later).expect("set time");
+        let moved = index().list(&at).await.expect("list");
+        let again = index().summaries(&moved).await;
+        assert!(again[0].is_none() && again[1..].iter().all(Option::is_some));
+        // A segment not whole (a torn write) is ignored.
+        for e in std::fs::read_dir(stored::folder(&root)).expect("segments").flatten() {
+            let bytes = std::fs::read(e.path()).expect("read");
+            std::fs::write(e.path(), &bytes[..bytes.len() - 1]).expect("write");
+        }
+        assert!(index().summaries(&moved).await.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn many_segments_merge_into_one_of_the_files_still_there() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path();
+        let there = root.join("logs/x.parquet");
+        std::fs::create_dir_all(there.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&there, b"0123456789").expect("write");
+        let modified: DateTime<Utc> = std::fs::metadata(&there).and_then(|m| m.modified()).expect("time").into();
+        let summary = |size| Summary { time: Some((1, 2)), blooms: None, size, modified };
+        let segments = stored::folder(root);
+        stored::save(&segments, [("logs/x.parquet", &summary(10))]).expect("save");
+        for i in 0..stored::MAX_SEGMENTS {
+            let gone = format!("logs/gone-{i}.parquet");
+            stored::save(&segments, [(gone.as_str(), &summary(10)), ("logs/x.parquet", &summary(11))]).expect("save");
+        }
+        let (entries, read) = stored::load(&segments);
+        assert_eq!((entries.len(), read.len()), (1 + 2 * stored::MAX_SEGMENTS, 1 + stored::MAX_SEGMENTS));
+        stored::merge(root, &segments, &entries, &read).expect("merge");
+        let (entries, read) = stored::load(&segments);
+        assert_eq!(read.len(), 1);
+        assert_eq!(entries.len(), 1);
+        let (path, kept) = &entries[0];
+        assert_eq!((path.as_str(), kept.size, kept.time), ("logs/x.parquet", 10, Some((1, 2))));
+    }
+
     fn touch(path: &std::path::Path) {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, b"PAR1").expect("write");
@@ -678,7 +877,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let root = dir.path().canonicalize().expect("path");
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
-        let index = FileIndex::local(LiveView::new(Arc::clone(&store)), store);
+        let index = FileIndex::local(LiveView::new(Arc::clone(&store)), store, &root).expect("index");
         let at = Path::from_absolute_path(root.join("logs")).expect("path");
         let names = |files: Vec<ObjectMeta>| -> Vec<String> {
             let mut names: Vec<String> = files

@@ -118,9 +118,10 @@ impl Engine {
     pub fn for_lake(lake: &Lake, registry: Registry, config: EngineConfig) -> Result<Self> {
         let (store, url) = lake.engine_store()?;
         let mut engine = Self::with_store(Arc::clone(&store), url, registry, config)?;
-        if lake.local_root().is_some() {
-            // The store is the local file system: listings read only the folders that changed.
-            engine.files = FileIndex::local(engine.store.clone(), store);
+        if let Some(root) = lake.local_root() {
+            // The store is the local file system: listings read only the folders that changed,
+            // and summaries are kept in the lake for the next process.
+            engine.files = FileIndex::local(engine.store.clone(), store, root)?;
         }
         Ok(engine)
     }

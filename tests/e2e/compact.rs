@@ -94,6 +94,7 @@ fn compaction_merges_closed_hours_and_keeps_every_row() {
     let open: Vec<&String> = before.keys().filter(|p| p.contains(&this_year)).collect();
     assert!(!open.is_empty(), "the current hour has files");
     assert!(before.values().filter(|f| f.len() > 2).count() > 10, "most folders hold several small files");
+    assert!(before.values().flatten().all(|f| in_time_order(f)), "import writes its rows in order of time");
 
     let dry = ok(&["compact", "--lake", l, "--dry-run", "--quiet"]);
     assert!(dry.contains("would merge"), "{dry}");
@@ -109,6 +110,7 @@ fn compaction_merges_closed_hours_and_keeps_every_row() {
             let names: Vec<String> =
                 files.iter().map(|f| f.file_name().expect("name").to_string_lossy().into_owned()).collect();
             assert!(names.len() == 1 && names[0].starts_with("compacted-"), "{part}: {names:?}");
+            assert!(in_time_order(&files[0]), "{part}: a merged file is in order of time and says so");
         }
     }
     assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "never across folders");
@@ -185,6 +187,21 @@ fn readers_see_old_or_merged_files_even_across_a_crash() {
     assert_eq!(count(&lake), records, "a rewritten replaced file is not counted twice");
     ok(&["compact", "--lake", l, "--grace", "0s", "--quiet"]);
     assert!(!again.exists());
+}
+
+/// Whether the rows of a data file are in order of `time`, and each of its row groups says so
+/// (Parquet's `sorting_columns`).
+fn in_time_order(file: &Path) -> bool {
+    use arrow_array::{cast::AsArray, types::TimestampMicrosecondType};
+    let f = std::fs::File::open(file).expect("open");
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).expect("parquet");
+    let declared = builder.metadata().row_groups().iter().all(|rg| rg.sorting_columns().is_some_and(|c| !c.is_empty()));
+    let mut times: Vec<i64> = Vec::new();
+    for b in builder.build().expect("reader") {
+        let b = b.expect("batch");
+        times.extend(b.column_by_name("time").expect("time").as_primitive::<TimestampMicrosecondType>().values());
+    }
+    declared && times.is_sorted()
 }
 
 /// Rows as sluice reads them (through the live-file rule), sorted.

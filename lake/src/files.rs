@@ -69,6 +69,8 @@ pub struct Summary {
     /// Smallest and largest `time` (microseconds since the epoch), when every row group has
     /// statistics for it.
     time: Option<(i64, i64)>,
+    /// Whether every record has a `time` (the footer counts no nulls in any row group).
+    time_complete: bool,
     /// A filter a row group and column of [`TRANSACTION_ID_COLUMNS`]; `None` when any of them
     /// has none (the file may hold any id).
     blooms: Option<Vec<Sbbf>>,
@@ -85,6 +87,17 @@ impl Summary {
         lo.is_none_or(|lo| max >= lo) && hi.is_none_or(|hi| min <= hi)
     }
 
+    /// The smallest and largest `time` of the file's records (microseconds since the epoch),
+    /// when its footer says.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        self.time
+    }
+
+    /// Whether the footer says every record of the file has a `time`.
+    pub fn time_complete(&self) -> bool {
+        self.time_complete
+    }
+
     /// May the file hold a record or an event of the transaction `id`? (Never a false no.)
     pub fn may_hold(&self, id: &str) -> bool {
         self.blooms.as_ref().is_none_or(|blooms| blooms.iter().any(|b| b.check(id)))
@@ -97,7 +110,7 @@ impl Summary {
     /// The summary of a file from its footer, reading its bloom filters from `store`.
     pub async fn read(store: &Arc<dyn ObjectStore>, m: &ObjectMeta) -> crate::Result<Self> {
         let meta = read_footer(store, m).await?;
-        let time = time_range(&meta);
+        let (time, time_complete) = time_range(&meta).map_or((None, false), |(r, c)| (Some(r), c));
         let mut ranges = Vec::new();
         let mut complete = true;
         let columns: Vec<usize> = (0..meta.file_metadata().schema_descr().num_columns())
@@ -124,7 +137,7 @@ impl Summary {
         } else {
             None
         };
-        Ok(Self { time, blooms, size: m.size, modified: m.last_modified })
+        Ok(Self { time, time_complete, blooms, size: m.size, modified: m.last_modified })
     }
 
     /// Whether this is the summary of the file `m` (files are never changed in place, so this
@@ -134,8 +147,9 @@ impl Summary {
     }
 }
 
-/// The range of the `time` column over every row group, from the footer's statistics.
-fn time_range(meta: &ParquetMetaData) -> Option<(i64, i64)> {
+/// The range of the `time` column over every row group, from the footer's statistics, and
+/// whether they count no nulls.
+fn time_range(meta: &ParquetMetaData) -> Option<((i64, i64), bool)> {
     let schema = meta.file_metadata().schema_descr();
     let i = (0..schema.num_columns()).find(|&i| schema.column(i).path().parts() == ["time"])?;
     let micros = matches!(
@@ -146,8 +160,10 @@ fn time_range(meta: &ParquetMetaData) -> Option<(i64, i64)> {
         return None;
     }
     let mut range: Option<(i64, i64)> = None;
+    let mut complete = true;
     for rg in meta.row_groups() {
         let Some(Statistics::Int64(s)) = rg.column(i).statistics() else { return None };
+        complete &= s.null_count_opt() == Some(0);
         let (Some(&min), Some(&max)) = (s.min_opt(), s.max_opt()) else {
             // A row group of no values for `time` (all null) adds nothing.
             if s.null_count_opt() == Some(rg.num_rows() as u64) {
@@ -157,7 +173,7 @@ fn time_range(meta: &ParquetMetaData) -> Option<(i64, i64)> {
         };
         range = Some(range.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
     }
-    Some(range.unwrap_or((i64::MAX, i64::MIN)))
+    Some((range.unwrap_or((i64::MAX, i64::MIN)), complete))
 }
 
 /// One folder of a local lake as last read.
@@ -770,6 +786,7 @@ mod tests {
         assert!(false_positives < 60, "{false_positives} of 10,000 absent ids may be held");
         let t0 = 1_735_689_600_000_000i64;
         assert_eq!(s.time, Some((t0 + 10_000_000, t0 + 49_000_000)));
+        assert!(s.time_complete);
         assert!(s.overlaps(Some(t0 + 49_000_000), None) && !s.overlaps(Some(t0 + 49_000_001), None));
         assert!(s.overlaps(None, Some(t0 + 10_000_000)) && !s.overlaps(None, Some(t0 + 9_999_999)));
     }
@@ -843,7 +860,7 @@ mod tests {
         std::fs::create_dir_all(there.parent().expect("parent")).expect("mkdir");
         std::fs::write(&there, b"0123456789").expect("write");
         let modified: DateTime<Utc> = std::fs::metadata(&there).and_then(|m| m.modified()).expect("time").into();
-        let summary = |size| Summary { time: Some((1, 2)), blooms: None, size, modified };
+        let summary = |size| Summary { time: Some((1, 2)), time_complete: true, blooms: None, size, modified };
         let segments = stored::folder(root);
         stored::save(&segments, [("logs/x.parquet", &summary(10))]).expect("save");
         for i in 0..stored::MAX_SEGMENTS {

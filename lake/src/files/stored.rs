@@ -11,8 +11,8 @@
 //!
 //! A segment: `sluice-summaries 1\n`, then its entries, then the CRC-32 of everything before it
 //! (little-endian). An entry: the file's path under the lake (`u32` length, UTF-8), its size
-//! (`u64`), modification time (`i64` nanoseconds), `time` range (`u8` 1 and two `i64`, or `u8`
-//! 0), and bloom filters (`u8` 1, a `u32` count, each a `u32` length and its bitset, or `u8` 0).
+//! (`u64`), modification time (`i64` nanoseconds), `time` range (`u8` 2 when no record lacks a time, 1
+//! when one may, and two `i64`; or `u8` 0), and bloom filters (`u8` 1, a `u32` count, each a `u32` length and its bitset, or `u8` 0).
 
 use std::{
     io::{self, Write},
@@ -112,7 +112,7 @@ fn encode(out: &mut Vec<u8>, path: &str, s: &Summary) -> io::Result<()> {
     out.extend_from_slice(&s.modified.timestamp_nanos_opt().unwrap_or(i64::MIN).to_le_bytes());
     match s.time {
         Some((lo, hi)) => {
-            out.push(1);
+            out.push(if s.time_complete { 2 } else { 1 });
             out.extend_from_slice(&lo.to_le_bytes());
             out.extend_from_slice(&hi.to_le_bytes());
         }
@@ -146,9 +146,9 @@ fn decode(bytes: &[u8]) -> Option<Vec<Entry>> {
         let path = std::str::from_utf8(r.counted()?).ok()?.to_owned();
         let size = r.u64()?;
         let modified = DateTime::from_timestamp_nanos(r.u64()? as i64);
-        let time = match r.u8()? {
-            0 => None,
-            _ => Some((r.u64()? as i64, r.u64()? as i64)),
+        let (time, time_complete) = match r.u8()? {
+            0 => (None, false),
+            flag => (Some((r.u64()? as i64, r.u64()? as i64)), flag == 2),
         };
         let blooms = match r.u8()? {
             0 => None,
@@ -165,7 +165,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Entry>> {
                 Some(blooms)
             }
         };
-        entries.push((path, Summary { time, blooms, size, modified }));
+        entries.push((path, Summary { time, time_complete, blooms, size, modified }));
     }
     Some(entries)
 }

@@ -110,34 +110,32 @@ impl Summary {
     /// The summary of a file from its footer, reading its bloom filters from `store`.
     pub async fn read(store: &Arc<dyn ObjectStore>, m: &ObjectMeta) -> crate::Result<Self> {
         let meta = read_footer(store, m).await?;
-        let (time, time_complete) = time_range(&meta).map_or((None, false), |(r, c)| (Some(r), c));
-        let mut ranges = Vec::new();
-        let mut complete = true;
-        let columns: Vec<usize> = (0..meta.file_metadata().schema_descr().num_columns())
-            .filter(|&i| {
-                let path = meta.file_metadata().schema_descr().column(i).path().parts().to_vec();
-                TRANSACTION_ID_COLUMNS.iter().any(|c| c.iter().copied().eq(path.iter().map(String::as_str)))
-            })
-            .collect();
-        for rg in meta.row_groups() {
-            for &i in &columns {
-                let c = rg.column(i);
-                match (c.bloom_filter_offset(), c.bloom_filter_length()) {
-                    (Some(offset), Some(len)) if offset >= 0 && len > 0 => {
-                        ranges.push(offset as u64..offset as u64 + len as u64);
-                    }
-                    _ => complete = false,
-                }
+        let blooms = match bloom_ranges(&meta) {
+            Some(ranges) => {
+                let bytes = store.get_ranges(&m.location, &ranges).await?;
+                bytes.iter().map(|b| Sbbf::from_bytes(b)).collect::<Result<Vec<Sbbf>, _>>().ok()
             }
-        }
-        let blooms = if complete && !columns.is_empty() {
-            let bytes = store.get_ranges(&m.location, &ranges).await?;
-            let filters: Result<Vec<Sbbf>, _> = bytes.iter().map(|b| Sbbf::from_bytes(b)).collect();
-            filters.ok()
-        } else {
-            None
+            None => None,
         };
-        Ok(Self { time, time_complete, blooms, size: m.size, modified: m.last_modified })
+        Ok(Self::of(&meta, blooms, m.size, m.last_modified))
+    }
+
+    /// The summary of the file `bytes` (whose modification time on disk is `modified`), as a
+    /// writer has it in memory.
+    pub fn of_file(bytes: &bytes::Bytes, modified: DateTime<Utc>) -> crate::Result<Self> {
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(bytes)?;
+        let blooms = bloom_ranges(&meta).and_then(|ranges| {
+            ranges
+                .into_iter()
+                .map(|r| bytes.get(r.start as usize..r.end as usize).and_then(|b| Sbbf::from_bytes(b).ok()))
+                .collect::<Option<Vec<Sbbf>>>()
+        });
+        Ok(Self::of(&meta, blooms, bytes.len() as u64, modified))
+    }
+
+    fn of(meta: &ParquetMetaData, blooms: Option<Vec<Sbbf>>, size: u64, modified: DateTime<Utc>) -> Self {
+        let (time, time_complete) = time_range(meta).map_or((None, false), |(r, c)| (Some(r), c));
+        Self { time, time_complete, blooms, size, modified }
     }
 
     /// Whether this is the summary of the file `m` (files are never changed in place, so this
@@ -145,6 +143,88 @@ impl Summary {
     fn is_of(&self, m: &ObjectMeta) -> bool {
         self.size == m.size && self.modified == m.last_modified
     }
+}
+
+/// Summaries a writer keeps of its files before saving them in the lake.
+const WRITTEN_SAVE_AT: usize = 4096;
+
+/// The summaries of the data files a writer (`serve`, `import`, `replay`) puts into a local
+/// lake, kept in the lake for readers ([`stored`]) in segments of [`WRITTEN_SAVE_AT`] files and
+/// when dropped: a first query after a backfill reads no footer of what the backfill wrote.
+#[derive(Debug)]
+pub struct Written {
+    root: PathBuf,
+    pending: Mutex<Vec<stored::Entry>>,
+}
+
+impl Written {
+    /// For the local lake at `root`.
+    pub fn new(root: &std::path::Path) -> Self {
+        Self { root: root.to_path_buf(), pending: Mutex::default() }
+    }
+
+    /// Notes the file at `rel` (a `/`-separated path under the lake) just written with `bytes`,
+    /// its modification time `modified`: a data file's summary is kept.
+    pub fn note(&self, rel: &str, bytes: &bytes::Bytes, modified: SystemTime) {
+        if !(rel.starts_with("logs/") && rel.ends_with(".parquet")) {
+            return;
+        }
+        let Ok(summary) = Summary::of_file(bytes, modified.into()) else { return };
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.push((rel.to_owned(), summary));
+            if pending.len() < WRITTEN_SAVE_AT {
+                return;
+            }
+            std::mem::take(&mut *pending)
+        };
+        self.save(&full);
+    }
+
+    fn save(&self, entries: &[stored::Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = stored::save(&stored::folder(&self.root), entries.iter().map(|(p, s)| (p.as_str(), s))) {
+            tracing::debug!(error = %e, "could not keep the summaries of the files written");
+        }
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        self.save(&pending);
+    }
+}
+
+/// Where the bloom filters of the columns of [`TRANSACTION_ID_COLUMNS`] are in the file of
+/// `meta`, a row group and column; `None` if any of them has none.
+fn bloom_ranges(meta: &ParquetMetaData) -> Option<Vec<std::ops::Range<u64>>> {
+    let schema = meta.file_metadata().schema_descr();
+    let columns: Vec<usize> = (0..schema.num_columns())
+        .filter(|&i| {
+            let column = schema.column(i);
+            let path = column.path().parts();
+            TRANSACTION_ID_COLUMNS.iter().any(|c| c.iter().copied().eq(path.iter().map(String::as_str)))
+        })
+        .collect();
+    if columns.is_empty() {
+        return None;
+    }
+    let mut ranges = Vec::new();
+    for rg in meta.row_groups() {
+        for &i in &columns {
+            let c = rg.column(i);
+            match (c.bloom_filter_offset(), c.bloom_filter_length()) {
+                (Some(offset), Some(len)) if offset >= 0 && len > 0 => {
+                    ranges.push(offset as u64..offset as u64 + len as u64);
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(ranges)
 }
 
 /// The range of the `time` column over every row group, from the footer's statistics, and
@@ -850,6 +930,39 @@ mod tests {
             std::fs::write(e.path(), &bytes[..bytes.len() - 1]).expect("write");
         }
         assert!(index().summaries(&moved).await.iter().all(Option::is_none));
+    }
+
+    #[tokio::test]
+    async fn a_writer_keeps_the_summaries_of_the_files_it_writes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lake = crate::Lake::open(dir.path().to_str().expect("utf8")).await.expect("lake");
+        let root = lake.local_root().expect("local").to_path_buf();
+        let contract = Contract::default();
+        let schema = Arc::new(contract.registry.lake_arrow_schema());
+        let device = lake.group_commit_device().expect("a group commit on Linux");
+        for k in 1..=3 {
+            let bytes =
+                bytes::Bytes::from(encode_parquet(&contract.registry, &schema, &rows(&contract, k)).expect("encode"));
+            let key = lake.key(&format!("logs/a=1/f{k}.parquet"));
+            if k == 3 {
+                // Staged for a group commit, then renamed into place as the commit does.
+                let staged = lake.stage(&key, bytes, device).await.expect("stage").expect("staged");
+                std::fs::rename(staged.staged_path(), root.join(key.as_ref())).expect("rename");
+            } else {
+                lake.put(&key, bytes).await.expect("put");
+            }
+        }
+        drop(lake);
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let index = FileIndex::local(LiveView::new(Arc::clone(&store)), Arc::clone(&store), &root).expect("index");
+        let files = index.list(&Path::from_absolute_path(root.join("logs")).expect("path")).await.expect("list");
+        let (kept, _) = stored::load(&stored::folder(&root));
+        assert_eq!(kept.len(), 3);
+        for m in &files {
+            let (_, s) = kept.iter().find(|(p, _)| m.location.as_ref().ends_with(p.as_str())).expect("kept");
+            assert!(s.is_of(m), "{}: the summary is of the file in place", m.location);
+            assert!(s.may_hold("tx-0") && s.time_complete);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use sluice_schemas::{PARTITION_INDEX, PARTITION_INDEX_COMPLETE};
 
 use crate::{
     error::{Error, Result},
+    files::Written,
     write::{self, StagedFile, write_durably},
 };
 
@@ -24,6 +25,8 @@ pub struct Lake {
     /// The (environment, organization) pairs of the partition index written (or found) by
     /// this process.
     indexed: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// For a local lake: the summaries of the data files written, kept for readers.
+    written: Option<Arc<Written>>,
 }
 
 impl Lake {
@@ -53,6 +56,7 @@ impl Lake {
                 url: url.trim_end_matches('/').to_owned(),
                 local_root: None,
                 indexed: Arc::default(),
+                written: None,
             });
         }
         if url.contains("://") && !url.starts_with("file://") {
@@ -69,6 +73,7 @@ impl Lake {
             store: Arc::new(store),
             prefix: Path::default(),
             url: root.display().to_string(),
+            written: Some(Arc::new(Written::new(&root))),
             local_root: Some(root),
             indexed: Arc::default(),
         })
@@ -94,7 +99,14 @@ impl Lake {
 
     /// A lake over any object store (used by tests with in-memory or counting stores).
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
-        Self { store, prefix: Path::from(prefix), url: url.to_owned(), local_root: None, indexed: Arc::default() }
+        Self {
+            store,
+            prefix: Path::from(prefix),
+            url: url.to_owned(),
+            local_root: None,
+            indexed: Arc::default(),
+            written: None,
+        }
     }
 
     /// The object store.
@@ -151,9 +163,14 @@ impl Lake {
             return Ok(());
         };
         let file = root.join(key.as_ref());
-        tokio::task::spawn_blocking(move || write_durably(&file, &bytes))
-            .await
-            .map_err(Error::task("a durable write"))?
+        let (written, key) = (self.written.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            write_durably(&file, &bytes)?;
+            note_written(written.as_deref(), &key, &bytes, &file);
+            Ok(())
+        })
+        .await
+        .map_err(Error::task("a durable write"))?
     }
     /// The filesystem (device number) of a local lake's root, where files can be committed in
     /// groups ([`crate::write::commit_groups`]): on Linux, which has `syncfs(2)`. `None`
@@ -170,9 +187,16 @@ impl Lake {
         let Some(root) = &self.local_root else { return self.put(key, bytes).await.map(|()| None) };
         self.index(key).await?;
         let file = root.join(key.as_ref());
-        tokio::task::spawn_blocking(move || write::stage_file(file, &bytes, device))
-            .await
-            .map_err(Error::task("staging a file"))?
+        let (written, key) = (self.written.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            let staged = write::stage_file(file.clone(), &bytes, device)?;
+            // A staged file keeps its modification time when renamed into place.
+            let on_disk = staged.as_ref().map_or(file.as_path(), StagedFile::staged_path);
+            note_written(written.as_deref(), &key, &bytes, on_disk);
+            Ok(staged)
+        })
+        .await
+        .map_err(Error::task("staging a file"))?
     }
 
     /// Deletes the staged files a crashed writer left in a local lake for `older_than`
@@ -180,6 +204,15 @@ impl Lake {
     /// upload never completed is the bucket's lifecycle rule's to abort).
     pub fn sweep_staged(&self, older_than: std::time::Duration) -> usize {
         self.local_root.as_deref().map_or(0, |root| write::sweep_staged(root, older_than))
+    }
+}
+
+/// Keeps the summary of the data file `key` just written to `file` with `bytes`.
+fn note_written(written: Option<&Written>, key: &Path, bytes: &Bytes, file: &std::path::Path) {
+    if let Some(written) = written
+        && let Ok(modified) = std::fs::metadata(file).and_then(|m| m.modified())
+    {
+        written.note(key.as_ref(), bytes, modified);
     }
 }
 

@@ -79,6 +79,13 @@ pub struct StagedFile {
     file: std::path::PathBuf,
 }
 
+impl StagedFile {
+    /// Where the file is staged.
+    pub fn staged_path(&self) -> &std::path::Path {
+        &self.staged
+    }
+}
+
 /// The filesystem (device number) of `root`, where files can be committed in groups: on Linux,
 /// which has `syncfs(2)`. `None` otherwise: files are then made durable one by one.
 pub fn group_commit_device(root: &std::path::Path) -> Option<u64> {

@@ -373,9 +373,10 @@ impl LakeTable {
 }
 
 /// The statistics of a file (of `schema`) whose records' `time` spans `range` (and all have
-/// one, when `complete`): `time`'s exact bounds and null count, and nothing else (the columns after `time` are left out, as DataFusion's pruning
-/// reads a file's statistics by index and takes a missing one as unknown; a copy of every
-/// column's was 14 KiB a file). What lets a top-n on `time` skip files.
+/// one, when `complete`): `time`'s exact bounds and null count, and nothing else (the columns
+/// after `time` are left out, as DataFusion's pruning reads a file's statistics by index and
+/// takes a missing one as unknown; a copy of every column's was 14 KiB a file). What lets a
+/// top-n on `time` skip files.
 fn time_statistics(schema: &SchemaRef, (lo, hi): (i64, i64), complete: bool) -> Option<Statistics> {
     let i = schema.index_of("time").ok()?;
     let DataType::Timestamp(TimeUnit::Microsecond, tz) = schema.field(i).data_type() else { return None };

@@ -46,6 +46,7 @@ use crate::{
     Lake,
     encode::{sorted_by_time, writer_options, writer_properties},
     error::{Error, Result},
+    files::Summary,
     footer::LakeFile,
     live::{COMPACTED_PREFIX, LiveView, REPLACES_KEY, file_name, folder, is_compacted},
     lock::LakeLock,
@@ -395,8 +396,14 @@ async fn merge(lake: &Lake, view: &LiveView, schema: &SchemaRef, folder: &str, b
             .await
             .map_err(Error::task("publishing a merged file"))??;
     }
-    let bytes = store.head(&key).await?.size;
-    Ok(Merged { rows, bytes })
+    let meta = store.head(&key).await?;
+    // Its summary is kept for readers, like those of the files ingest writes.
+    if let Some(written) = lake.written()
+        && let Ok(summary) = Summary::read(&store, &meta).await
+    {
+        written.keep(key.as_ref(), summary);
+    }
+    Ok(Merged { rows, bytes: meta.size })
 }
 
 /// Where a merged file is written.

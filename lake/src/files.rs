@@ -169,7 +169,13 @@ impl Written {
         if !(rel.starts_with("logs/") && rel.ends_with(".parquet")) {
             return;
         }
-        let Ok(summary) = Summary::of_file(bytes, modified.into()) else { return };
+        if let Ok(summary) = Summary::of_file(bytes, modified.into()) {
+            self.keep(rel, summary);
+        }
+    }
+
+    /// Keeps `summary`, of the data file at `rel` just written.
+    pub(crate) fn keep(&self, rel: &str, summary: Summary) {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             pending.push((rel.to_owned(), summary));
@@ -932,37 +938,75 @@ mod tests {
         assert!(index().summaries(&moved).await.iter().all(Option::is_none));
     }
 
+    /// A local lake in `dir`, and its root on disk.
+    async fn local_lake(dir: &tempfile::TempDir) -> (crate::Lake, std::path::PathBuf) {
+        let lake = crate::Lake::open(dir.path().to_str().expect("utf8")).await.expect("lake");
+        let root = lake.local_root().expect("local").to_path_buf();
+        (lake, root)
+    }
+
+    /// A data file of the rows of transactions `tx-0` … `tx-{n-1}`.
+    fn data_file(contract: &Contract, n: usize) -> bytes::Bytes {
+        let schema = Arc::new(contract.registry.lake_arrow_schema());
+        encode_parquet(&contract.registry, &schema, &rows(contract, n)).expect("encode").into()
+    }
+
+    /// The data files of the local lake at `root`, each with the summary the lake keeps of it.
+    async fn kept_summaries(root: &std::path::Path) -> Vec<(ObjectMeta, Summary)> {
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let index = FileIndex::local(LiveView::new(Arc::clone(&store)), Arc::clone(&store), root).expect("index");
+        let files = index.list(&Path::from_absolute_path(root.join("logs")).expect("path")).await.expect("list");
+        let (mut kept, _) = stored::load(&stored::folder(root));
+        files
+            .into_iter()
+            .map(|m| {
+                let i = kept.iter().position(|(p, _)| m.location.as_ref().ends_with(p.as_str())).expect("kept");
+                (m, kept.swap_remove(i).1)
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_writer_keeps_the_summaries_of_the_files_it_writes() {
         let dir = tempfile::tempdir().expect("tmp");
-        let lake = crate::Lake::open(dir.path().to_str().expect("utf8")).await.expect("lake");
-        let root = lake.local_root().expect("local").to_path_buf();
+        let (lake, root) = local_lake(&dir).await;
         let contract = Contract::default();
-        let schema = Arc::new(contract.registry.lake_arrow_schema());
         let device = lake.group_commit_device().expect("a group commit on Linux");
         for k in 1..=3 {
-            let bytes =
-                bytes::Bytes::from(encode_parquet(&contract.registry, &schema, &rows(&contract, k)).expect("encode"));
             let key = lake.key(&format!("logs/a=1/f{k}.parquet"));
             if k == 3 {
                 // Staged for a group commit, then renamed into place as the commit does.
-                let staged = lake.stage(&key, bytes, device).await.expect("stage").expect("staged");
+                let staged = lake.stage(&key, data_file(&contract, k), device).await.expect("stage").expect("staged");
                 std::fs::rename(staged.staged_path(), root.join(key.as_ref())).expect("rename");
             } else {
-                lake.put(&key, bytes).await.expect("put");
+                lake.put(&key, data_file(&contract, k)).await.expect("put");
             }
         }
         drop(lake);
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
-        let index = FileIndex::local(LiveView::new(Arc::clone(&store)), Arc::clone(&store), &root).expect("index");
-        let files = index.list(&Path::from_absolute_path(root.join("logs")).expect("path")).await.expect("list");
-        let (kept, _) = stored::load(&stored::folder(&root));
+        let kept = kept_summaries(&root).await;
         assert_eq!(kept.len(), 3);
-        for m in &files {
-            let (_, s) = kept.iter().find(|(p, _)| m.location.as_ref().ends_with(p.as_str())).expect("kept");
+        for (m, s) in &kept {
             assert!(s.is_of(m), "{}: the summary is of the file in place", m.location);
             assert!(s.may_hold("tx-0") && s.time_complete);
         }
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_the_summaries_of_the_files_it_merges_into() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (lake, root) = local_lake(&dir).await;
+        let contract = Contract::default();
+        let hour = "logs/environment=prod/organization=o/logtype=web/year=2025/month=01/day=01/hour=00";
+        for k in 1..=2 {
+            lake.put(&lake.key(&format!("{hour}/f{k}.parquet")), data_file(&contract, k)).await.expect("put");
+        }
+        let opts =
+            crate::compact::CompactOptions { older_than: Duration::ZERO, grace: Duration::ZERO, ..Default::default() };
+        crate::compact::compact(&lake, &contract.registry, &opts, |_| {}).await.expect("compact");
+        drop(lake);
+        let kept = kept_summaries(&root).await;
+        assert_eq!(kept.len(), 1, "one merged file");
+        assert!(kept[0].1.is_of(&kept[0].0) && kept[0].1.may_hold("tx-1"));
     }
 
     #[test]

@@ -119,6 +119,11 @@ impl Lake {
         &self.url
     }
 
+    /// Where the summaries of the data files this process writes are kept (a local lake).
+    pub(crate) fn written(&self) -> Option<&Written> {
+        self.written.as_deref()
+    }
+
     /// The folder on local disk, when the lake is local.
     pub fn local_root(&self) -> Option<&std::path::Path> {
         self.local_root.as_deref()

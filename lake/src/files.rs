@@ -1024,9 +1024,20 @@ mod tests {
             let gone = format!("logs/gone-{i}.parquet");
             stored::save(&segments, [(gone.as_str(), &summary(10)), ("logs/x.parquet", &summary(11))]).expect("save");
         }
+        // What a save killed before its rename leaves: swept once old, not while it may be written.
+        let (unfinished, fresh) = (segments.join(".dead.tmp"), segments.join(".alive.tmp"));
+        std::fs::write(&unfinished, b"half").expect("write");
+        std::fs::write(&fresh, b"half").expect("write");
+        File::options()
+            .write(true)
+            .open(&unfinished)
+            .expect("open")
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .expect("set time");
         let (entries, read) = stored::load(&segments);
         assert_eq!((entries.len(), read.len()), (1 + 2 * stored::MAX_SEGMENTS, 1 + stored::MAX_SEGMENTS));
         stored::merge(root, &segments, &entries, &read).expect("merge");
+        assert!(!unfinished.exists() && fresh.exists());
         let (entries, read) = stored::load(&segments);
         assert_eq!(read.len(), 1);
         assert_eq!(entries.len(), 1);

@@ -3,11 +3,13 @@
 //! footer of every file of the lake again.
 //!
 //! The folder holds *segments*; each is written whole under a fresh name (temporary file and
-//! rename) by a process that read summaries no segment had, and is never changed. A segment is
+//! rename) by a process that read summaries no segment had or wrote the files they are of
+//! ([`super::Written`]), and is never changed. A segment is
 //! a cache: one that cannot be read whole (a torn write after a power cut, a foreign file) is
 //! ignored, and an entry is used only for the file it was read from: the same path, size and
 //! modification time. When the folder has more than [`MAX_SEGMENTS`], the process loading them
-//! writes one segment of the entries whose files are still there and deletes those it read.
+//! writes one segment of the entries whose files are still there and deletes those it read (and
+//! the temporary files of saves a crash interrupted).
 //!
 //! A segment: `sluice-summaries 1\n`, then its entries, then the CRC-32 of everything before it
 //! (little-endian). An entry: the file's path under the lake (`u32` length, UTF-8), its size
@@ -17,6 +19,7 @@
 use std::{
     io::{self, Write},
     path::{Path as DiskPath, PathBuf},
+    time::Duration,
 };
 
 use chrono::{DateTime, Utc};
@@ -90,7 +93,25 @@ pub fn merge(root: &DiskPath, dir: &DiskPath, entries: &[Entry], segments: &[Pat
     });
     let merged = save(dir, kept.map(|(p, s)| (p.as_str(), s)))?;
     remove(segments)?;
+    sweep_unfinished(dir);
     Ok(merged)
+}
+
+/// How long a segment being written may take before its temporary file counts as left behind.
+const UNFINISHED_AGE: Duration = Duration::from_secs(600);
+
+/// Deletes the temporary files of segments whose writer died before renaming them (a kill or a
+/// power cut mid-save), once they are [`UNFINISHED_AGE`] old.
+fn sweep_unfinished(dir: &DiskPath) {
+    let Ok(names) = std::fs::read_dir(dir) else { return };
+    for e in names.flatten() {
+        let name = e.file_name();
+        let unfinished = name.to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"));
+        let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a > UNFINISHED_AGE));
+        if unfinished && old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Deletes `segments` (those already gone, deleted by another process's merge, included).

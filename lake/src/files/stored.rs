@@ -74,13 +74,14 @@ pub fn save<'a>(dir: &DiskPath, entries: impl IntoIterator<Item = (&'a str, &'a 
     std::fs::create_dir_all(dir)?;
     let name = format!("{}", uuid::Uuid::new_v4().simple());
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&out)?;
-    drop(f);
     let segment = dir.join(format!("{name}.seg"));
-    std::fs::rename(&tmp, &segment).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    // A save that fails (a full disk) leaves nothing behind.
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(&out))
+        .and_then(|()| std::fs::rename(&tmp, &segment))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
     Ok(segment)
 }
 

@@ -240,13 +240,16 @@ impl Partial {
             900,
             "Firehose's buffering interval range",
         )?;
-        let wal_max = range("wal_max_mib", self.wal_max_mib.unwrap_or(1024), 16, 1 << 20, "at least 16 MiB")?;
-        let budget = self.memory_budget_mib.unwrap_or(512);
+        let budget = self.memory_budget_mib.unwrap_or_else(crate::runtime::default_memory_budget_mib);
         if budget < 2 * size {
             return Err(anyhow!(format!(
                 "memory_budget_mib = {budget} must be at least twice buffer_size_mib = {size}; raise the budget or lower the buffer size"
             )));
         }
+        // The log is relieved at half full by writing its oldest partitions. At the budget plus
+        // 1 GiB, half of it holds more records than the open buffers (half the budget), so a burst
+        // into many partitions is written once, when the budget says, not again for the log.
+        let wal_max = range("wal_max_mib", self.wal_max_mib.unwrap_or(budget + 1024), 16, 1 << 20, "at least 16 MiB")?;
         let body = range("max_body_mib", self.max_body_mib.unwrap_or(16), 1, 1024, "request body limit")?;
         let dec = self.max_decompressed_mib.unwrap_or(body * 4);
         if dec < body {
@@ -263,14 +266,9 @@ impl Partial {
             "records in one request",
         )?;
         let future = range("max_future_hours", self.max_future_hours.unwrap_or(24), 0, 24 * 366, "hours")?;
-        // Eight a core: files encode on every core while the others wait on fsync or S3. With twice
-        // the cores, a 2-core machine sat at 1.7 cores busy during a burst's flush and the 1M-record
-        // ingest benchmark took 15% longer than with 16 (no faster at 32 or 64).
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let default_flushes = (8 * cores).clamp(16, 64);
         let flushes = range(
             "concurrent_flushes",
-            self.concurrent_flushes.unwrap_or(default_flushes),
+            self.concurrent_flushes.unwrap_or_else(sluice_ingest::stream::default_concurrent_writes),
             1,
             64,
             "files written at once",

@@ -126,3 +126,43 @@ impl AthenaArgs {
         .await
     }
 }
+
+/// The default memory budget of `serve`, `import` and `replay`, MiB: an eighth of the memory this
+/// process may use (its cgroup's limit when it has one, else the machine's), between 256 MiB and
+/// 4 GiB; 512 MiB where that cannot be read. The budget decides how large the files of a burst
+/// into many partitions are, and so how many there are (docs/ingest.md).
+pub fn default_memory_budget_mib() -> u64 {
+    memory_limit().map_or(512, |bytes| (bytes >> 20) / 8).clamp(256, 4096)
+}
+
+/// The memory this process may use: the machine's, or its cgroup's limit when lower (Linux).
+fn memory_limit() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let total = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?
+        * 1024;
+    Some(cgroup_limit().map_or(total, |limit| limit.min(total)))
+}
+
+/// The memory limit of this process's cgroup: v2 (`memory.max`) or v1 (`memory.limit_in_bytes`),
+/// of its own cgroup or of the root a container sees, the lowest that is set; `None` when
+/// unlimited or unreadable.
+fn cgroup_limit() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own = |prefix: &str| {
+        cgroups.lines().find_map(|l| l.strip_prefix(prefix).map(|p| p.trim().to_owned())).unwrap_or_default()
+    };
+    let (v2, v1) =
+        (own("0::"), cgroups.lines().find_map(|l| l.split_once(":memory:")).map(|(_, p)| p.trim().to_owned()));
+    [
+        format!("/sys/fs/cgroup{v2}/memory.max"),
+        "/sys/fs/cgroup/memory.max".to_owned(),
+        format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", v1.unwrap_or_default()),
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes".to_owned(),
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
+    .min()
+}

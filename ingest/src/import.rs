@@ -32,6 +32,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 use crate::{
     batch::{Batcher, BufferHints, Item},
     error::{Error, Result},
+    stream::default_concurrent_writes,
 };
 
 /// The registry entry of one imported file.
@@ -190,7 +191,7 @@ fn for_each_record(path: &Path, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> 
 /// Writes rows and error records through a batcher, flushing the oldest buffers when the memory
 /// budget is reached. Used by import and replay.
 ///
-/// Files are encoded on every core (at most one job a core at a time), and on a local lake on
+/// Files are encoded on every core ([`default_concurrent_writes`] at a time), and on a local lake on
 /// Linux committed in groups as `serve` commits them ([`commit_groups`]: staged unsynced, one
 /// `syncfs` for every file staged meanwhile, then renamed into place). A file the group commit
 /// could not publish is written again the one-by-one way. [`LakeWriter::finish`] returns when
@@ -251,7 +252,7 @@ impl<'a> LakeWriter<'a> {
             files: 0,
             error_files: 0,
             running: JoinSet::new(),
-            parallel: std::thread::available_parallelism().map_or(2, usize::from),
+            parallel: default_concurrent_writes(),
             in_flight: 0,
             commit,
         }
@@ -276,7 +277,7 @@ impl<'a> LakeWriter<'a> {
         Ok(())
     }
 
-    /// Starts encoding and writing `job` once fewer than one job a core are running and the files
+    /// Starts encoding and writing `job` once fewer than [`Self::parallel`] jobs are running and the files
     /// on their way hold at most half the budget.
     async fn write(&mut self, job: crate::batch::Job) -> Result<()> {
         while self.running.len() >= self.parallel || self.on_the_way() > self.budget / 2 {
@@ -393,6 +394,46 @@ impl<'a> LakeWriter<'a> {
     }
 }
 
+/// Records read but not yet transformed: their line numbers and raw bytes.
+#[derive(Default)]
+struct RawChunk {
+    lines: Vec<u64>,
+    ends: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl RawChunk {
+    fn push(&mut self, line: u64, raw: &[u8]) {
+        self.data.extend_from_slice(raw);
+        self.lines.push(line);
+        self.ends.push(self.data.len());
+    }
+
+    /// 4,096 records or 4 MiB, whichever comes first.
+    fn is_full(&self) -> bool {
+        self.lines.len() >= 4096 || self.data.len() >= 4 << 20
+    }
+
+    /// Each record through the transform: a row with its partition, an error record, or nothing
+    /// (dropped).
+    fn transform(self, partitioner: &Partitioner, source: &str, arrival: i64) -> Vec<(u64, Item)> {
+        let mut start = 0;
+        let mut items = Vec::with_capacity(self.lines.len());
+        for (&line, &end) in self.lines.iter().zip(&self.ends) {
+            let raw = &self.data[start..end];
+            start = end;
+            let ctx = Context { record_id: record_id_at(source, line), arrival_micros: arrival };
+            let item = match partitioner.transform(raw, &ctx) {
+                Outcome::Ok { partition, row } => Item::Row { partition, row, size: raw.len() as u64 + 256 },
+                Outcome::Dropped => continue,
+                Outcome::ProcessingFailed(r) => Item::Error(ErrorRecord::from_rejection(raw, arrival, &r)),
+            };
+            items.push((line, item));
+        }
+        items
+    }
+}
+
 /// Imports one file. `progress` is called with the number of records read so far.
 pub async fn import_file(
     lake: &Lake,
@@ -418,35 +459,38 @@ pub async fn import_file(
     let arrival = chrono::Utc::now().timestamp_micros();
     let mut writer = LakeWriter::new(lake, partitioner, memory_budget, format!("import-{}", &sha[..16]));
     let (mut accepted, mut rejected) = (0u64, 0u64);
-    // Parse on a blocking thread, in chunks, and write from here.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(u64, Item)>>(4);
+    // Read on a blocking thread in chunks, transform the chunks on every core, and write them
+    // from here in the file's order (so the same file gives the same files, whatever the timing).
+    // Two chunks a core on their way: a few MiB each.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Vec<(u64, Item)>>>(2 * cores);
     let p = path.to_owned();
-    let part = partitioner.clone();
-    let source = format!("import:{sha}");
+    let part = Arc::new(partitioner.clone());
+    let source: Arc<str> = format!("import:{sha}").into();
+    let rt = tokio::runtime::Handle::current();
     let reader = tokio::task::spawn_blocking(move || {
-        let mut chunk = Vec::with_capacity(4096);
+        let mut chunk = RawChunk::default();
+        let send = |chunk: RawChunk| {
+            let (part, source) = (Arc::clone(&part), Arc::clone(&source));
+            let job = rt.spawn_blocking(move || chunk.transform(&part, &source, arrival));
+            tx.blocking_send(job).map_err(|_| Error::Stopped("the import's writer"))
+        };
         let res = for_each_record(&p, |line, raw| {
-            let ctx = Context { record_id: record_id_at(&source, line), arrival_micros: arrival };
-            let item = match part.transform(raw, &ctx) {
-                Outcome::Ok { partition, row } => Item::Row { partition, row, size: raw.len() as u64 + 256 },
-                Outcome::Dropped => return Ok(()),
-                Outcome::ProcessingFailed(r) => Item::Error(ErrorRecord::from_rejection(raw, arrival, &r)),
-            };
-            chunk.push((line, item));
-            if chunk.len() >= 4096 {
-                tx.blocking_send(std::mem::take(&mut chunk)).map_err(|_| Error::Stopped("the import's writer"))?;
+            chunk.push(line, raw);
+            if chunk.is_full() {
+                send(std::mem::take(&mut chunk))?;
             }
             Ok(())
         });
         // On an error the writer sees the channel close, and the error comes from this task.
         if res.is_ok() {
-            tx.blocking_send(chunk).ok();
+            send(chunk).ok();
         }
         res
     });
     let mut read = 0u64;
-    while let Some(chunk) = rx.recv().await {
-        for (line, item) in chunk {
+    while let Some(job) = rx.recv().await {
+        for (line, item) in job.await.map_err(Error::task("transforming records"))? {
             match &item {
                 Item::Row { .. } => accepted += 1,
                 Item::Error(_) => rejected += 1,

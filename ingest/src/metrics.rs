@@ -49,6 +49,10 @@ pub struct Metrics {
     pub wal_bytes: AtomicU64,
     /// Buffered bytes, including buffers being written (gauge).
     pub buffered_bytes: AtomicU64,
+    /// The memory budget of the buffers, bytes (set at start).
+    pub memory_budget: AtomicU64,
+    /// The write-ahead log's size limit, bytes (set at start).
+    pub wal_max_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -148,6 +152,16 @@ impl Metrics {
             "sluice_buffered_bytes",
             "Bytes buffered for delivery, including files being written.",
             self.buffered_bytes.load(Relaxed),
+        );
+        gauge(
+            "sluice_memory_budget_bytes",
+            "The memory budget of the buffers (--memory-budget).",
+            self.memory_budget.load(Relaxed),
+        );
+        gauge(
+            "sluice_wal_max_bytes",
+            "The size of the write-ahead log at which the API answers 503 (--wal-max).",
+            self.wal_max_bytes.load(Relaxed),
         );
         s
     }

@@ -10,7 +10,7 @@ use sluice_schemas::Registry;
 
 use crate::{
     config::DEFAULT_LAKE,
-    runtime::{init_logs, partitioner, runtime, spinner},
+    runtime::{default_memory_budget_mib, init_logs, partitioner, runtime, spinner},
 };
 
 /// Flags of `sluice import`.
@@ -22,9 +22,9 @@ pub struct ImportArgs {
     /// Lake URL.
     #[arg(long, env = "SLUICE_LAKE", default_value = DEFAULT_LAKE, value_name = "URL")]
     lake: String,
-    /// Memory for buffered rows, MiB.
-    #[arg(long, default_value_t = 512, value_name = "MIB")]
-    memory_budget: u64,
+    /// Memory for buffered rows, MiB [default: an eighth of the memory, 256-4096]
+    #[arg(long, value_name = "MIB")]
+    memory_budget: Option<u64>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -44,7 +44,11 @@ pub fn run(args: ImportArgs, registry: Registry) -> Result<ExitCode> {
         for f in &args.files {
             let pb = spinner(args.quiet, "{spinner} {prefix} {pos} records");
             pb.set_prefix(f.display().to_string());
-            match import_file(&lake, &p, f, args.memory_budget << 20, |n| pb.set_position(n)).await? {
+            match import_file(&lake, &p, f, args.memory_budget.unwrap_or_else(default_memory_budget_mib) << 20, |n| {
+                pb.set_position(n)
+            })
+            .await?
+            {
                 ImportOutcome::Imported(e) => {
                     pb.finish_and_clear();
                     eprintln!(

@@ -10,7 +10,7 @@ use sluice_schemas::Registry;
 
 use crate::{
     config::DEFAULT_LAKE,
-    runtime::{init_logs, partitioner, runtime, spinner},
+    runtime::{default_memory_budget_mib, init_logs, partitioner, runtime, spinner},
 };
 
 /// Flags of `sluice replay`.
@@ -19,9 +19,9 @@ pub struct ReplayArgs {
     /// Lake URL.
     #[arg(long, env = "SLUICE_LAKE", default_value = DEFAULT_LAKE, value_name = "URL")]
     lake: String,
-    /// Memory for buffered rows, MiB.
-    #[arg(long, default_value_t = 512, value_name = "MIB")]
-    memory_budget: u64,
+    /// Memory for buffered rows, MiB [default: an eighth of the memory, 256-4096]
+    #[arg(long, value_name = "MIB")]
+    memory_budget: Option<u64>,
 }
 
 /// `sluice replay`.
@@ -31,9 +31,10 @@ pub fn run(args: ReplayArgs, registry: Registry) -> Result<ExitCode> {
     let lake = rt.block_on(Lake::open(&args.lake))?;
     let p = partitioner(registry, None);
     let pb = spinner(false, "{spinner} replaying errors/: {msg}");
-    let report = rt.block_on(replay(&lake, &p, args.memory_budget << 20, |r| {
-        pb.set_message(format!("{} files, {} records, {} delivered", r.files, r.records, r.delivered))
-    }))?;
+    let report =
+        rt.block_on(replay(&lake, &p, args.memory_budget.unwrap_or_else(default_memory_budget_mib) << 20, |r| {
+            pb.set_message(format!("{} files, {} records, {} delivered", r.files, r.records, r.delivered))
+        }))?;
     pb.finish_and_clear();
     let failing: u64 = report.still_failing.values().sum();
     eprintln!(

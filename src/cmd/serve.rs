@@ -33,10 +33,10 @@ pub struct ServeArgs {
     /// Folder of the write-ahead log [default: LAKE/_wal, or ./sluice-wal for S3 lakes]
     #[arg(long, env = "SLUICE_WAL_DIR", value_name = "DIR")]
     wal_dir: Option<PathBuf>,
-    /// Largest write-ahead log before the API answers 503, MiB [default: 1024]
+    /// Largest write-ahead log before the API answers 503, MiB [default: --memory-budget + 1024]
     #[arg(long, env = "SLUICE_WAL_MAX", value_name = "MIB")]
     wal_max: Option<u64>,
-    /// Memory for buffered records, MiB [default: 512]
+    /// Memory for buffered records, MiB [default: an eighth of the memory, 256-4096]
     #[arg(long, env = "SLUICE_MEMORY_BUDGET", value_name = "MIB")]
     memory_budget: Option<u64>,
     /// Largest request body, MiB [default: 16]

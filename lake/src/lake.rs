@@ -81,13 +81,18 @@ impl Lake {
 
     /// The lake as a query engine addresses it: an object store and the URL of the lake's root
     /// in it. A local lake's files are addressed by absolute path (`file:///…/`), in a store
-    /// without a prefix; an S3 lake's as `s3://bucket/prefix/`.
+    /// without a prefix that reads small ranges in place ([`crate::local_reads`]); an S3 lake's
+    /// as `s3://bucket/prefix/`.
     pub fn engine_store(&self) -> Result<(Arc<dyn ObjectStore>, url::Url)> {
         let bad = |reason: String| Error::LakeUrl { url: self.url.clone(), reason };
         match &self.local_root {
             Some(root) => {
                 let url = url::Url::from_directory_path(root).map_err(|()| bad("not an absolute path".into()))?;
-                Ok((Arc::new(LocalFileSystem::new()), url))
+                #[cfg(unix)]
+                let store = crate::local_reads::LocalReads::new();
+                #[cfg(not(unix))]
+                let store = LocalFileSystem::new();
+                Ok((Arc::new(store), url))
             }
             None => {
                 let url =

@@ -7,6 +7,7 @@
 //!   ├─ writes      durable: staged, synced, renamed; in groups with syncfs (`write`)
 //!   ├─ encode      rows → zstd Parquet (`encode`); error records (`error_record`)
 //!   ├─ live view   which files are part of the lake (`live`), read by every sluice reader
+//!   ├─ local reads small reads of a local lake's files in place, not on the blocking pool
 //!   ├─ files       the listing and a summary a file kept between queries (`files`)
 //!   ├─ compact     merging small files, swapped atomically through the live view
 //!   └─ lock        one writer of a kind a lake (flock, or a lease on S3)
@@ -22,6 +23,8 @@ pub mod encode;
 pub mod error_record;
 pub mod files;
 pub mod live;
+#[cfg(unix)]
+pub mod local_reads;
 pub mod lock;
 pub mod write;
 

@@ -33,7 +33,7 @@ use datafusion::{
         },
         physical_plan::{
             FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
-            parquet::CachedParquetFileReaderFactory,
+            parquet::{CachedParquetFileReaderFactory, DefaultParquetFileReaderFactory},
         },
         source::DataSourceExec,
         table_schema::TableSchema,
@@ -444,20 +444,23 @@ fn with_lean_readers(
     };
     let Some(source) = config.file_source().downcast_ref::<ParquetSource>() else { return Ok(plan) };
     let store = state.runtime_env().object_store(&config.object_store_url)?;
-    let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let source = source
-        .clone()
-        .with_parquet_file_reader_factory(Arc::new(LeanReaders(CachedParquetFileReaderFactory::new(store, footers))));
+    let cache = &state.runtime_env().cache_manager;
+    let readers: Box<dyn ParquetFileReaderFactory> = if cache.get_metadata_cache_limit() > 0 {
+        Box::new(CachedParquetFileReaderFactory::new(store, cache.get_file_metadata_cache()))
+    } else {
+        Box::new(DefaultParquetFileReaderFactory::new(store))
+    };
+    let source = source.clone().with_parquet_file_reader_factory(Arc::new(LeanReaders(readers)));
     let config = FileScanConfigBuilder::from(config.clone()).with_source(Arc::new(source)).build();
     Ok(DataSourceExec::from_data_source(config))
 }
 
-/// DataFusion's Parquet reader factory (footers from the shared cache) without its per-file
-/// metrics: every reader registers ~30 metrics labelled with its file name in the scan's metric
-/// set, which lives as long as the plan (about 6 KiB a file: 160 MiB over 27,648 small files).
-/// The bytes read are counted by the session's object store instead (`BytesRead`).
+/// DataFusion's Parquet reader (footers from the shared cache, when it keeps any) without its
+/// per-file metrics: every reader registers ~30 metrics labelled with its file name in the
+/// scan's metric set, which lives as long as the plan (about 6 KiB a file: 160 MiB over 27,648
+/// small files). The bytes read are counted by the session's object store instead (`BytesRead`).
 #[derive(Debug)]
-struct LeanReaders(CachedParquetFileReaderFactory);
+struct LeanReaders(Box<dyn ParquetFileReaderFactory>);
 
 impl ParquetFileReaderFactory for LeanReaders {
     fn create_reader(

@@ -59,6 +59,9 @@ pub struct EngineConfig {
     pub timeout: Duration,
     /// Threads per query.
     pub target_partitions: usize,
+    /// Parquet footers kept across queries, bytes; 0 for an engine of one query (`sluice query
+    /// -c`, `sluice export`), which would only pay for measuring each footer it keeps.
+    pub footer_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             total_memory_limit: 2 << 30,
             timeout: Duration::from_secs(300),
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            footer_cache_bytes: METADATA_CACHE_BYTES,
         }
     }
 }
@@ -136,7 +140,7 @@ impl Engine {
         let caches = CacheManager::try_new(
             &CacheManagerConfig::default()
                 .with_list_files_cache_limit(0)
-                .with_metadata_cache_limit(METADATA_CACHE_BYTES),
+                .with_metadata_cache_limit(config.footer_cache_bytes),
         )?;
         let logs_url =
             url.join("logs/").map_err(|e| Error::Location { url: url.to_string(), reason: e.to_string() })?.to_string();
@@ -219,7 +223,7 @@ impl Engine {
     pub async fn session(&self) -> Result<SessionContext> {
         let caches = CacheManagerConfig::default()
             .with_list_files_cache_limit(0)
-            .with_metadata_cache_limit(METADATA_CACHE_BYTES)
+            .with_metadata_cache_limit(self.config.footer_cache_bytes)
             .with_file_statistics_cache(self.caches.get_file_statistic_cache())
             .with_file_metadata_cache(Some(self.caches.get_file_metadata_cache()));
         let runtime = RuntimeEnvBuilder::new()

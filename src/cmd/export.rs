@@ -185,7 +185,9 @@ async fn local(
         (None, Some(p)) => sluice_query::api::search_sql(&p, None, 10_000_000).map_err(|e| anyhow::anyhow!("{e}"))?,
         (None, None) => unreachable!("checked by export"),
     };
-    let config = EngineConfig { memory_limit: args.memory_limit << 20, ..EngineConfig::default() };
+    // One query: footers are read once each, so none are kept.
+    let config =
+        EngineConfig { memory_limit: args.memory_limit << 20, footer_cache_bytes: 0, ..EngineConfig::default() };
     let engine = Engine::open(&args.lake, registry, config)
         .await
         .with_context(|| format!("cannot open the lake {:?}; give it with --lake", args.lake))?;

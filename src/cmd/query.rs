@@ -239,15 +239,6 @@ async fn run_one(engine: &QueryEngine, sql: &str, args: &QueryArgs, out: &mut dy
 
 /// `sluice query`.
 pub fn run(args: QueryArgs, registry: Registry) -> Result<ExitCode> {
-    let config = EngineConfig { memory_limit: args.memory_limit << 20, ..EngineConfig::default() };
-    let rt = runtime()?;
-    let engine = match args.engine {
-        EngineKind::Datafusion => QueryEngine::DataFusion(Box::new(
-            rt.block_on(Engine::open(&args.lake, registry, config))
-                .with_context(|| format!("cannot open the lake {:?}; give it with --lake", args.lake))?,
-        )),
-        EngineKind::Athena => QueryEngine::Athena(rt.block_on(args.athena.engine())),
-    };
     let mut statements = Vec::new();
     for c in &args.command {
         statements.extend(split_statements(c));
@@ -256,6 +247,19 @@ pub fn run(args: QueryArgs, registry: Registry) -> Result<ExitCode> {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         statements.extend(split_statements(&text));
     }
+    let mut config = EngineConfig { memory_limit: args.memory_limit << 20, ..EngineConfig::default() };
+    if statements.len() == 1 {
+        // One query reads each footer once: keeping them would only cost their measuring.
+        config.footer_cache_bytes = 0;
+    }
+    let rt = runtime()?;
+    let engine = match args.engine {
+        EngineKind::Datafusion => QueryEngine::DataFusion(Box::new(
+            rt.block_on(Engine::open(&args.lake, registry, config))
+                .with_context(|| format!("cannot open the lake {:?}; give it with --lake", args.lake))?,
+        )),
+        EngineKind::Athena => QueryEngine::Athena(rt.block_on(args.athena.engine())),
+    };
     let stdout = io::stdout();
     if !statements.is_empty() {
         for sql in &statements {

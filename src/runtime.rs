@@ -137,13 +137,14 @@ pub fn default_memory_budget_mib() -> u64 {
 
 /// The memory this process may use: the machine's, or its cgroup's limit when lower (Linux).
 fn memory_limit() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let total = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?
-        * 1024;
+    let total = mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)?;
     Some(cgroup_limit().map_or(total, |limit| limit.min(total)))
+}
+
+/// `MemTotal` of `/proc/meminfo`, bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().strip_suffix("kB")?.trim();
+    kib.parse::<u64>().ok()?.checked_mul(1024)
 }
 
 /// The memory limit of this process's cgroup: v2 (`memory.max`) or v1 (`memory.limit_in_bytes`),
@@ -165,4 +166,19 @@ fn cgroup_limit() -> Option<u64> {
     .iter()
     .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
     .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machines_memory_is_read_from_meminfo() {
+        let meminfo = "MemTotal:       24683116 kB\nMemFree:        16000000 kB\n";
+        assert_eq!(mem_total(meminfo), Some(24_683_116 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: lots\n"), None);
+        // Whatever this machine has, the default is within its bounds.
+        assert!((256..=4096).contains(&default_memory_budget_mib()));
+    }
 }

@@ -164,6 +164,14 @@ fn body_shapes_limits_health_and_metrics() {
     ] {
         assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
     }
+    // The defaults: a budget of an eighth of the memory, 256 MiB to 4 GiB, and a log 1 GiB larger.
+    let gauge = |name: &str| -> u64 {
+        let line = m.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}:\n{m}"));
+        line[name.len() + 1..].parse().expect("a number")
+    };
+    let budget = gauge("sluice_memory_budget_bytes");
+    assert!((256 << 20..=4 << 30).contains(&budget), "budget {budget}");
+    assert_eq!(gauge("sluice_wal_max_bytes"), budget + (1 << 30));
     let r = http(&serve.addr, "GET", "/nope", &[], b"").expect("get");
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("not_found")));
     serve.terminate();

@@ -132,7 +132,12 @@ impl AthenaArgs {
 /// 4 GiB; 512 MiB where that cannot be read. The budget decides how large the files of a burst
 /// into many partitions are, and so how many there are (docs/ingest.md).
 pub fn default_memory_budget_mib() -> u64 {
-    memory_limit().map_or(512, |bytes| (bytes >> 20) / 8).clamp(256, 4096)
+    budget_mib(memory_limit())
+}
+
+/// The default budget for `memory` bytes (unknown: `None`).
+fn budget_mib(memory: Option<u64>) -> u64 {
+    memory.map_or(512, |bytes| (bytes >> 20) / 8).clamp(256, 4096)
 }
 
 /// The memory this process may use: the machine's, or its cgroup's limit when lower (Linux).
@@ -178,7 +183,14 @@ mod tests {
         assert_eq!(mem_total(meminfo), Some(24_683_116 * 1024));
         assert_eq!(mem_total("MemFree: 1 kB\n"), None);
         assert_eq!(mem_total("MemTotal: lots\n"), None);
-        // Whatever this machine has, the default is within its bounds.
-        assert!((256..=4096).contains(&default_memory_budget_mib()));
+    }
+
+    #[test]
+    fn the_default_budget_is_an_eighth_of_the_memory_within_its_bounds() {
+        let gib = 1u64 << 30;
+        assert_eq!(budget_mib(Some(24 * gib)), 3072);
+        assert_eq!(budget_mib(Some(gib)), 256, "at least 256 MiB");
+        assert_eq!(budget_mib(Some(256 * gib)), 4096, "at most 4 GiB");
+        assert_eq!(budget_mib(None), 512, "unreadable: the former default");
     }
 }

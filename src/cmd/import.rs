@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Args;
 use sluice_ingest::import::{ImportOutcome, import_file};
 use sluice_lake::Lake;
@@ -44,11 +44,15 @@ pub fn run(args: ImportArgs, registry: Registry) -> Result<ExitCode> {
         for f in &args.files {
             let pb = spinner(args.quiet, "{spinner} {prefix} {pos} records");
             pb.set_prefix(f.display().to_string());
-            match import_file(&lake, &p, f, args.memory_budget.unwrap_or_else(default_memory_budget_mib) << 20, |n| {
-                pb.set_position(n)
-            })
-            .await?
-            {
+            let budget = args.memory_budget.unwrap_or_else(default_memory_budget_mib) << 20;
+            let imported = import_file(&lake, &p, f, budget, |n| pb.set_position(n)).await.with_context(|| {
+                format!(
+                    "importing {} stopped; fix the cause and run the same import again: it writes the same \
+                     files again and counts nothing twice",
+                    f.display()
+                )
+            })?;
+            match imported {
                 ImportOutcome::Imported(e) => {
                     pb.finish_and_clear();
                     eprintln!(

@@ -302,6 +302,134 @@ def bench_ingest(args, work, data):
     ], lake
 
 
+PROTOCOL_RECORDS = 200_000
+PROTOCOL_BATCH = 1_000
+
+
+def otlp_any(v):
+    """A JSON value as an OTLP AnyValue."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+
+    if isinstance(v, bool):
+        return AnyValue(bool_value=v)
+    if isinstance(v, int):
+        return AnyValue(int_value=v)
+    if isinstance(v, float):
+        return AnyValue(double_value=v)
+    if isinstance(v, str):
+        return AnyValue(string_value=v)
+    if isinstance(v, list):
+        return AnyValue(array_value=ArrayValue(values=[otlp_any(x) for x in v]))
+    if isinstance(v, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=otlp_any(x)) for k, x in v.items()]))
+    return AnyValue()
+
+
+def otlp_request(records):
+    """An ExportLogsServiceRequest of native records, as an SDK would send them: one resource
+    per organization, environment and log type (its attributes name them, docs/otlp.md), the
+    time in `time_unix_nano`, the description as the body, every other field an attribute."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    groups = {}
+    for r in records:
+        key = (str(r.pop("organizationID")), r.pop("environment"), r.pop("logType"))
+        t = r.pop("time", None)
+        hour = [int(r.pop(k)) for k in ("year", "month", "day", "hour") if k in r]
+        if isinstance(t, str):
+            t = datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+            nanos = int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+        elif isinstance(t, (int, float)):
+            nanos = int(t) * 1_000_000
+        else:  # the contract's rule: the start of the hour its fields name
+            nanos = int(datetime.datetime(*hour, tzinfo=datetime.timezone.utc).timestamp()) * 1_000_000_000
+        body = r.pop("description", None)
+        attrs = [KeyValue(key=k, value=otlp_any(v)) for k, v in r.items()]
+        rec = LogRecord(time_unix_nano=nanos, attributes=attrs)
+        if body is not None:
+            rec.body.string_value = body
+        groups.setdefault(key, []).append(rec)
+    req = ExportLogsServiceRequest()
+    for (org, env, lt), recs in groups.items():
+        res = Resource(attributes=[
+            KeyValue(key="sluice.organization", value=otlp_any(org)),
+            KeyValue(key="deployment.environment.name", value=otlp_any(env)),
+            KeyValue(key="sluice.log_type", value=otlp_any(lt)),
+        ])
+        req.resource_logs.append(ResourceLogs(resource=res, scope_logs=[ScopeLogs(log_records=recs)]))
+    return req.SerializeToString()
+
+
+def post_all(url, path, content_type, bodies, threads=4):
+    """POSTs every body on `threads` keep-alive connections; fails on any answer but 200."""
+    import http.client
+    import threading
+
+    host = urllib.parse.urlparse(url).netloc
+    todo = list(enumerate(bodies))
+    lock = threading.Lock()
+    failures = []
+
+    def worker():
+        conn = http.client.HTTPConnection(host, timeout=600)
+        while True:
+            with lock:
+                if not todo:
+                    return
+                _, body = todo.pop()
+            conn.request("POST", path, body=body, headers={"content-type": content_type})
+            r = conn.getresponse()
+            answer = r.read()
+            if r.status != 200:
+                failures.append((r.status, answer[:200]))
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if failures:
+        sys.exit(f"{path}: {len(failures)} requests failed, first: {failures[0]}")
+
+
+def bench_protocols(args, work, data):
+    """The same records sent as NDJSON to `/v1/logs` and as OTLP/protobuf to `/otlp/v1/logs`
+    (1,000 a request, 4 connections), each into a fresh server at its defaults until all is in
+    Parquet, `--runs` times in turn: what a protocol costs, in records/s and MB/s of bodies."""
+    n = min(args.records, PROTOCOL_RECORDS)
+    with open(data, "rb") as f:
+        lines = [next(f).rstrip(b"\n") for _ in range(n)]
+    batches = [lines[i:i + PROTOCOL_BATCH] for i in range(0, n, PROTOCOL_BATCH)]
+    ndjson = [b"\n".join(b) + b"\n" for b in batches]
+    otlp = [otlp_request([json.loads(l) for l in b]) for b in batches]
+    kinds = {
+        "NDJSON": ("/v1/logs", "application/x-ndjson", ndjson),
+        "OTLP/protobuf": ("/otlp/v1/logs", "application/x-protobuf", otlp),
+    }
+    times = {k: [] for k in kinds}
+    for i in range(args.runs):
+        for kind, (path, ctype, bodies) in kinds.items():
+            lake = os.path.join(work, f"protocol-{kind.split('/')[0].lower()}-{i}")
+            serve = Serve(args.sluice, lake)
+            t, _ = timed(lambda: (post_all(serve.url, path, ctype, bodies), http_json("POST", serve.url + "/v1/flush", {})))
+            serve.stop()
+            times[kind].append(t)
+            set_aside(lake, work)
+    rows = []
+    for kind, (_, _, bodies) in kinds.items():
+        t = statistics.median(times[kind])
+        mb = sum(len(b) for b in bodies) / 1e6
+        log(f"    {kind}: {n / t:,.0f} records/s, {mb / t:,.1f} MB/s of bodies ({mb:,.1f} MB), runs {times[kind]}")
+        rows.append({"workload": f"ingest {n:,} records over {kind} (records/s)", "sluice": n / t, "duckdb": None,
+                     "goal": "reported: a protocol's cost", "runs": times[kind]})
+        rows.append({"workload": f"ingest {n:,} records over {kind} (MB/s of request bodies)", "sluice": mb / t,
+                     "duckdb": None, "goal": f"{mb:,.1f} MB of bodies"})
+    return rows
+
+
 def bench_import(args, work, data, duckdb_seconds):
     """`sluice import` of the same file into a fresh lake at its default settings, against the
     DuckDB `COPY … PARTITION_BY` times of the ingest workload (the same file, the same run)."""
@@ -537,6 +665,8 @@ def main():
         log("==> ingest")
         ingested, lake = bench_ingest(args, work, data)
         rows += ingested
+        log("==> the same records over NDJSON and OTLP/protobuf")
+        rows += bench_protocols(args, work, data)
         log("==> import (backfill) at the defaults")
         rows += bench_import(args, work, data, ingested[0]["duckdb"])
         log("==> queries")

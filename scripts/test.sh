@@ -17,9 +17,9 @@ venv() {
 }
 cache="$HOME/.cache/sluice"
 
-step "test tools from PyPI: DuckDB and moto server; python-hcl2; checkov (each in a virtualenv)"
+step "test tools from PyPI: DuckDB, moto server, the OpenTelemetry SDK and the Elasticsearch client; python-hcl2; checkov (each in a virtualenv)"
 venv_main="${SLUICE_VENV:-$cache/venv}"
-"$venv_main/bin/python" -c 'import duckdb, moto.server, flask' 2>/dev/null || venv "$venv_main" 'duckdb==2.0.0' 'moto[server]==5.2.5'
+"$venv_main/bin/python" -c 'import duckdb, moto.server, flask, elasticsearch, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' 2>/dev/null || venv "$venv_main" 'duckdb==2.0.0' 'moto[server]==5.2.5' 'opentelemetry-sdk==1.45.2' 'opentelemetry-exporter-otlp-proto-http==1.45.2' 'elasticsearch==9.5.1'
 export SLUICE_PYTHON="$venv_main/bin/python"
 "$SLUICE_PYTHON" -c 'import duckdb, moto; print("duckdb", duckdb.__version__, "· moto", moto.__version__)'
 "$cache/venv-hcl2/bin/python" -c 'import hcl2' 2>/dev/null || venv "$cache/venv-hcl2" 'python-hcl2==8.1.4'

@@ -54,6 +54,8 @@ pub struct Partial {
     pub jwt_algorithm: Option<String>,
     pub jwt_audience: Option<String>,
     pub jwt_issuer: Option<String>,
+    /// The access keys file of Firehose HTTP endpoint delivery.
+    pub firehose_keys: Option<PathBuf>,
     pub ingest_rate: Option<f64>,
     pub query_rate: Option<f64>,
     pub header_timeout_secs: Option<u64>,
@@ -113,6 +115,7 @@ impl Partial {
             jwt_algorithm: over.jwt_algorithm.or(self.jwt_algorithm),
             jwt_audience: over.jwt_audience.or(self.jwt_audience),
             jwt_issuer: over.jwt_issuer.or(self.jwt_issuer),
+            firehose_keys: over.firehose_keys.or(self.firehose_keys),
             ingest_rate: over.ingest_rate.or(self.ingest_rate),
             query_rate: over.query_rate.or(self.query_rate),
             header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
@@ -170,6 +173,8 @@ pub struct Settings {
     pub auth: Option<JwtConfig>,
     /// Rate limits and the body deadline.
     pub gate: GateConfig,
+    /// Access keys of Firehose HTTP endpoint delivery (`POST /firehose`).
+    pub firehose_keys: sluice_auth::keys::AccessKeys,
     /// Time to receive a request's headers.
     pub header_timeout: Duration,
     /// Open connections.
@@ -348,6 +353,10 @@ impl Partial {
             results_quota: quota * MIB,
             results_total: results_total * MIB,
             results_reserve: reserve * MIB,
+            firehose_keys: match &self.firehose_keys {
+                Some(path) => sluice_auth::keys::AccessKeys::load(path)?,
+                None => sluice_auth::keys::AccessKeys::default(),
+            },
             lake,
             listen,
             wal_dir,

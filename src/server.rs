@@ -92,7 +92,10 @@ impl Server {
             max_decompressed: settings.max_decompressed_bytes,
             max_records: settings.max_records,
         };
-        let routes = sluice_ingest::server::routes(pipeline.clone(), limits).merge(query);
+        let firehose_ids = settings.wal_dir.join("firehose-delivered");
+        let routes = sluice_ingest::server::routes(pipeline.clone(), limits, Some(firehose_ids.clone()))
+            .with_context(|| format!("cannot read or write {}", firehose_ids.display()))?
+            .merge(query);
         let table = routes.table().clone();
         let app = protect(settings, routes).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -190,8 +193,17 @@ pub async fn protect(settings: &Settings, routes: Routes) -> Result<Router> {
         }
     };
     let (router, table) = routes.into_parts();
-    let gate = Gate::new(authn, settings.gate, table);
-    Ok(gate.protect(router.fallback(not_found)))
+    let gate = Gate::with_access_keys(authn, settings.gate, table, settings.firehose_keys.clone());
+    Ok(gate.protect(router.fallback(not_found)).layer(axum::middleware::map_response(elastic_product)))
+}
+
+/// Marks every answer under `/es` (the gate's too) as Elasticsearch's: the official clients
+/// refuse a server whose successful answers lack `X-Elastic-Product: Elasticsearch`.
+async fn elastic_product(uri: axum::http::Uri, mut r: axum::response::Response) -> axum::response::Response {
+    if uri.path() == "/es" || uri.path().starts_with("/es/") {
+        r.headers_mut().insert("x-elastic-product", axum::http::HeaderValue::from_static("Elasticsearch"));
+    }
+    r
 }
 
 /// The answer to a path that is not there.
@@ -331,6 +343,15 @@ mod tests {
         for d in &declared {
             let (method, path, role) = (d.method.clone(), concrete(&d.path), d.access.role);
             let what = format!("{method} {}", d.path);
+            if d.path == "/firehose" {
+                // Firehose presents an access key, never a token: with no keys configured,
+                // nothing reaches it, an operator's token neither.
+                for token in [None, Some(admin.as_str())] {
+                    let (status, body) = send(method.clone(), &path, token).await;
+                    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_access_key")), "{what}");
+                }
+                continue;
+            }
             let (status, body) = send(method.clone(), &path, None).await;
             assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{what}: {body}");
 

@@ -1,10 +1,11 @@
-//! The gate in front of every `/v1` route: who is calling (a bearer JWT, or everyone when
+//! The gate in front of every gated route (`/v1`, and the shippers' `/otlp`, `/es`, `/firehose`): who is calling (a bearer JWT, or everyone when
 //! authentication is off), whether the route exists and the caller's roles allow it, and whether
 //! the caller is within its rate. Routes and what they need are declared where they are
 //! declared ([`crate::routes`]); a `/v1` path no route declares is refused (404) before anything
 //! else. The verified caller ([`sluice_schemas::Caller`]: subject and organizations) goes into
 //! the request's extensions for the handlers, which scope what they read and write to its
-//! organizations. `admin` has every role. Paths outside `/v1` (`/healthz`, `/metrics`) are open.
+//! organizations. `admin` has every role. Other paths (`/healthz`, `/metrics`) are open. Firehose
+//! delivery presents an access key instead of a token ([`crate::keys`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,6 +19,7 @@ use axum::{
 use serde_json::json;
 
 use crate::{
+    keys::AccessKeys,
     rate::RateLimiter,
     routes::{RateClass, RouteTable},
     token::{Principal, Verifier},
@@ -51,6 +53,7 @@ pub struct Gate {
     ingest: RateLimiter,
     query: RateLimiter,
     body_timeout: Duration,
+    access_keys: AccessKeys,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -68,21 +71,49 @@ fn unauthorized(code: &str, message: String) -> Response {
     r
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of a request: `Authorization: Bearer <token>`, or, for shippers that cannot send a
+/// bearer token, `ApiKey <token>` (Elasticsearch clients' `api_key`) or `Basic` with the token as
+/// the password (any user name).
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    let token = token.trim();
+    let token = if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("apikey") {
+        token.to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let pair = base64::engine::general_purpose::STANDARD.decode(token).ok()?;
+        String::from_utf8(pair).ok()?.split_once(':')?.1.to_owned()
+    } else {
+        return None;
+    };
+    Some(token).filter(|t| !t.is_empty())
 }
+
+/// The header AWS Firehose sends its access key in.
+pub const FIREHOSE_KEY_HEADER: &str = "x-amz-firehose-access-key";
 
 impl Gate {
     /// A gate for the routes of `routes`.
     pub fn new(authn: Authn, config: GateConfig, routes: RouteTable) -> Arc<Self> {
+        Self::with_access_keys(authn, config, routes, AccessKeys::default())
+    }
+
+    /// A gate for the routes of `routes` that also takes Firehose's `access_keys` at
+    /// `/firehose`.
+    pub fn with_access_keys(
+        authn: Authn,
+        config: GateConfig,
+        routes: RouteTable,
+        access_keys: AccessKeys,
+    ) -> Arc<Self> {
         Arc::new(Self {
             authn,
             routes,
             ingest: RateLimiter::new(config.ingest_per_sec),
             query: RateLimiter::new(config.query_per_sec),
             body_timeout: config.body_timeout,
+            access_keys,
         })
     }
 
@@ -96,7 +127,18 @@ impl Gate {
         router.layer(axum::middleware::from_fn_with_state(Arc::clone(self), gate))
     }
 
-    async fn principal(&self, headers: &HeaderMap) -> Result<Principal, Response> {
+    async fn principal(&self, path: &str, headers: &HeaderMap) -> Result<Principal, Response> {
+        if path == "/firehose" && !(self.access_keys.is_empty() && matches!(self.authn, Authn::None)) {
+            let key = headers.get(FIREHOSE_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            return self.access_keys.principal(key).ok_or_else(|| {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_access_key",
+                    "the X-Amz-Firehose-Access-Key is not one of the server's access keys (--firehose-keys); \
+                     see docs/firehose.md",
+                )
+            });
+        }
         let Authn::Jwt(verifier) = &self.authn else { return Ok(Principal::operator("anonymous")) };
         let Some(token) = bearer(headers) else {
             return Err(unauthorized(
@@ -104,14 +146,14 @@ impl Gate {
                 "this API needs `Authorization: Bearer <token>`; an operator mints one with `sluice token`".into(),
             ));
         };
-        verifier.verify(token).await.map_err(|e| unauthorized("invalid_token", e.to_string()))
+        verifier.verify(&token).await.map_err(|e| unauthorized("invalid_token", e.to_string()))
     }
 }
 
 async fn gate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     let mut req = crate::http::with_body_deadline(req, gate.body_timeout);
     let path = req.uri().path().to_owned();
-    if !path.starts_with("/v1/") && path != "/v1" {
+    if !crate::routes::gated(&path) {
         return next.run(req).await;
     }
     // Fails closed: a path no route declared is not there, whoever asks.
@@ -122,7 +164,7 @@ async fn gate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Respon
             format!("no {} {path} in this API; the API is in docs/ingest.md and docs/query.md", req.method()),
         );
     };
-    let principal = match gate.principal(req.headers()).await {
+    let principal = match gate.principal(&path, req.headers()).await {
         Ok(p) => p,
         Err(r) => return r,
     };

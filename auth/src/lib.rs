@@ -3,8 +3,9 @@
 //! * [`token`]: bearer JWTs — claims (`sub`, `org`, `roles`, `exp`), verification with a pinned
 //!   algorithm (HS256 secret, or RS256/ES256 from a JWKS), minting for `sluice token`.
 //! * [`routes`]: routes declared with the role they need and the rate they count against.
-//! * [`gate`]: the middleware in front of every `/v1` route: the routes that exist,
+//! * [`gate`]: the middleware in front of every gated route (`/v1`, `/otlp`, `/es`, `/firehose`): the routes that exist,
 //!   authentication, the role each route needs, and rate limits per caller.
+//! * [`keys`]: access keys of Firehose HTTP endpoint delivery, each bound to organizations.
 //! * [`slots`]: places for work that takes time, per caller and in all.
 //! * [`http`]: serving a router with deadlines on request headers and bodies.
 
@@ -12,6 +13,7 @@ mod api_error;
 mod error;
 pub mod gate;
 pub mod http;
+pub mod keys;
 pub mod rate;
 pub mod routes;
 pub mod slots;

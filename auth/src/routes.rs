@@ -78,6 +78,14 @@ impl RouteTable {
     }
 }
 
+/// Whether `path` is behind the gate: the native API (`/v1`) and the shippers' protocols
+/// (`/otlp`, `/es`, `/firehose`). Everything else (`/healthz`, `/metrics`) is open.
+pub fn gated(path: &str) -> bool {
+    ["/v1", "/otlp", "/es", "/firehose"]
+        .iter()
+        .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
+
 /// Whether `path` matches the pattern `pattern` (`{name}` matches one non-empty segment).
 fn matches(pattern: &str, path: &str) -> bool {
     let (mut p, mut s) = (pattern.split('/'), path.split('/'));
@@ -114,10 +122,10 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         Self::default()
     }
 
-    /// `method` on `path` (under `/v1/`), needing `access`, handled by `handler`.
+    /// `method` on `path` (a [`gated`] path), needing `access`, handled by `handler`.
     ///
     /// # Panics
-    /// When `path` is not under `/v1/`, or `method` is not one axum routes.
+    /// When `path` is not gated, or `method` is not one axum routes.
     pub fn route<H: Handler<T, S>, T: 'static>(
         mut self,
         method: Method,
@@ -125,19 +133,19 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         access: Access,
         handler: H,
     ) -> Self {
-        assert!(path.starts_with("/v1/"), "{path}: routes with access are under /v1/; use `open` for others");
+        assert!(gated(path), "{path}: routes with access are gated paths; use `open` for others");
         let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
         self.router = self.router.route(path, on(filter, handler));
         self.table.0.push(Declared { method, path: path.to_owned(), access });
         self
     }
 
-    /// `method` on `path`, outside `/v1/` and open to every caller (`/healthz`, `/metrics`).
+    /// `method` on `path`, not gated and open to every caller (`/healthz`, `/metrics`).
     ///
     /// # Panics
-    /// When `path` is under `/v1/`.
+    /// When `path` is gated.
     pub fn open<H: Handler<T, S>, T: 'static>(mut self, method: Method, path: &str, handler: H) -> Self {
-        assert!(!path.starts_with("/v1/"), "{path}: a /v1 route needs its access declared");
+        assert!(!gated(path), "{path}: a gated route needs its access declared");
         let filter = MethodFilter::try_from(method).expect("a method axum routes");
         self.router = self.router.route(path, on(filter, handler));
         self
@@ -178,6 +186,16 @@ mod tests {
         assert!(matches("/v1/queries/{id}/results", "/v1/queries/abc/results"));
         assert!(!matches("/v1/logs", "/v1/logs/"));
         assert!(!matches("/v1/logs", "/v1/log"));
+    }
+
+    #[test]
+    fn the_api_and_the_protocols_are_gated() {
+        for p in ["/v1", "/v1/logs", "/otlp/v1/logs", "/es", "/es/", "/es/_bulk", "/firehose"] {
+            assert!(gated(p), "{p}");
+        }
+        for p in ["/healthz", "/metrics", "/v10", "/esx", "/firehoses", "/"] {
+            assert!(!gated(p), "{p}");
+        }
     }
 
     #[test]

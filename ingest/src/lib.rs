@@ -8,10 +8,13 @@
 //! sluice import ─► import ─┘      sluice replay ─► replay (error output back through the transform)
 //! ```
 
+mod accept;
+pub mod answered;
 pub mod batch;
 pub mod body;
 pub mod import;
 pub mod metrics;
+pub mod protocols;
 pub mod replay;
 pub mod server;
 pub mod stream;

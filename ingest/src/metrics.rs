@@ -19,6 +19,33 @@ const CODES: [ReasonCode; 9] = [
     ReasonCode::ForbiddenOrganization,
 ];
 
+/// The protocol a request came in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `POST /v1/logs`.
+    Native,
+    /// `POST /otlp/v1/logs`.
+    Otlp,
+    /// `POST /es/_bulk`.
+    Elasticsearch,
+    /// `POST /firehose`.
+    Firehose,
+}
+
+impl Protocol {
+    const ALL: [Self; 4] = [Self::Native, Self::Otlp, Self::Elasticsearch, Self::Firehose];
+
+    /// Its label in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Otlp => "otlp",
+            Self::Elasticsearch => "elasticsearch",
+            Self::Firehose => "firehose",
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the flush-latency histogram.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -53,6 +80,8 @@ pub struct Metrics {
     pub memory_budget: AtomicU64,
     /// The write-ahead log's size limit, bytes (set at start).
     pub wal_max_bytes: AtomicU64,
+    /// Requests, accepted and rejected records by protocol.
+    by_protocol: [[AtomicU64; 3]; 4],
 }
 
 impl Metrics {
@@ -71,6 +100,15 @@ impl Metrics {
     /// Records rejected with `code`.
     pub fn rejected_count(&self, code: ReasonCode) -> u64 {
         CODES.iter().position(|c| *c == code).map_or(0, |i| self.rejected[i].load(Relaxed))
+    }
+
+    /// Counts one request of `protocol` that was handed to the pipeline.
+    pub fn protocol(&self, protocol: Protocol, accepted: u64, rejected: u64) {
+        let i = Protocol::ALL.iter().position(|p| *p == protocol).unwrap_or(0);
+        let [requests, a, r] = &self.by_protocol[i];
+        requests.fetch_add(1, Relaxed);
+        a.fetch_add(accepted, Relaxed);
+        r.fetch_add(rejected, Relaxed);
     }
 
     /// Records one flush's latency.
@@ -132,6 +170,28 @@ impl Metrics {
         );
         for (i, c) in CODES.iter().enumerate() {
             let _ = writeln!(s, "sluice_records_rejected_total{{reason=\"{c}\"}} {}", self.rejected[i].load(Relaxed));
+        }
+        let _ = write!(
+            s,
+            "# HELP sluice_protocol_requests_total Ingest requests handed to the pipeline, by protocol.\n# TYPE sluice_protocol_requests_total counter\n"
+        );
+        for (i, p) in Protocol::ALL.iter().enumerate() {
+            let n = self.by_protocol[i][0].load(Relaxed);
+            let _ = writeln!(s, "sluice_protocol_requests_total{{protocol=\"{}\"}} {n}", p.as_str());
+        }
+        let _ = write!(
+            s,
+            "# HELP sluice_protocol_records_total Records by protocol and outcome.\n# TYPE sluice_protocol_records_total counter\n"
+        );
+        for (i, p) in Protocol::ALL.iter().enumerate() {
+            for (j, outcome) in [(1, "accepted"), (2, "rejected")] {
+                let n = self.by_protocol[i][j].load(Relaxed);
+                let _ = writeln!(
+                    s,
+                    "sluice_protocol_records_total{{protocol=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    p.as_str()
+                );
+            }
         }
         let _ = write!(
             s,

@@ -110,6 +110,9 @@ pub struct IngestResult {
     pub listed: Vec<(usize, Rejection)>,
     /// Rejected records by reason code.
     pub by_code: BTreeMap<ReasonCode, usize>,
+    /// Every rejected record: index in the request and reason code (for protocols that answer
+    /// record by record, like Elasticsearch's `_bulk`).
+    pub codes: Vec<(usize, ReasonCode)>,
 }
 
 /// Rejected records an answer lists one by one; the rest are counted by reason code.
@@ -161,6 +164,7 @@ fn take_chunk(
                 items.push(Item::Error(ErrorRecord::from_rejection(raw, arrival, &rej)));
                 result.rejected += 1;
                 *result.by_code.entry(rej.code).or_default() += 1;
+                result.codes.push((i, rej.code));
                 if result.listed.len() < LISTED_REJECTIONS {
                     result.listed.push((i, rej));
                 }

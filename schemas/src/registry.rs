@@ -206,7 +206,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The six built-in log types of `schemas/logtypes/`.
+    /// The built-in log types of `schemas/logtypes/`.
     pub fn builtin() -> Self {
         Self::from_definitions(builtin::BUILTIN.iter().map(|(f, t)| ((*f).to_owned(), (*t).to_owned())))
             .expect("built-in log-type definitions are checked by the test suite")
@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn builtin_has_the_six_seed_types() {
         let r = Registry::builtin();
-        assert_eq!(r.names(), ["agw", "app", "connector", "container", "hub", "web"]);
+        assert_eq!(r.names(), ["agw", "app", "connector", "container", "hub", "otel", "web"]);
         assert_eq!(r.get("agw").and_then(|t| t.legacy_table.as_deref()), Some("TransactionLog"));
     }
 
@@ -383,7 +383,7 @@ mod tests {
         fs::remove_dir_all(&dir).ok();
         assert!(r.get("billing").is_some());
         assert!(r.lake_columns().iter().any(|c| c.name == "amount_cents"));
-        assert_eq!(r.names().len(), 7);
+        assert_eq!(r.names().len(), 8);
     }
 
     #[test]

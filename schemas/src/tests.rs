@@ -192,7 +192,7 @@ fn every_reason_code() {
 #[test]
 fn messages_say_what_to_do() {
     let e = parse(r#"{"organizationID":"42","environment":"dev","logType":"billing","time":0}"#).unwrap_err();
-    assert!(e.message.contains("valid values are agw, app, connector, container, hub, web"), "{}", e.message);
+    assert!(e.message.contains("valid values are agw, app, connector, container, hub, otel, web"), "{}", e.message);
     let e = parse(r#"{"organizationID":"a/b","environment":"dev","logType":"web","time":0}"#).unwrap_err();
     assert!(e.message.contains("'/'"), "{}", e.message);
     let e = Contract::default().parse(b"{\"organizationID\":\"4\xff2\"}", &ctx()).unwrap_err();
@@ -319,8 +319,8 @@ fn column_names_are_snake_case_and_unique() {
 fn json_schema_names_every_log_type() {
     let registry = Registry::builtin();
     let s = json_schema(&registry, None);
-    assert_eq!(s["properties"]["logType"]["enum"].as_array().map(Vec::len), Some(6));
-    assert_eq!(s["allOf"].as_array().map(Vec::len), Some(6));
+    assert_eq!(s["properties"]["logType"]["enum"].as_array().map(Vec::len), Some(7));
+    assert_eq!(s["allOf"].as_array().map(Vec::len), Some(7));
     let web = json_schema(&registry, registry.get("web"));
     assert_eq!(web["allOf"][0]["then"]["properties"]["statusCode"]["type"], serde_json::json!(["integer", "string"]));
 }

@@ -117,6 +117,10 @@ pub struct AuthArgs {
     /// Accept only tokens with this `iss`.
     #[arg(long, env = "SLUICE_JWT_ISSUER", value_name = "ISS")]
     jwt_issuer: Option<String>,
+    /// A file of access keys for Firehose HTTP endpoint delivery (`POST /firehose`), each bound
+    /// to its organizations (docs/firehose.md)
+    #[arg(long, env = "SLUICE_FIREHOSE_KEYS", value_name = "FILE")]
+    firehose_keys: Option<std::path::PathBuf>,
     /// Ingest requests a second per token subject, 0 for no limit [default: 200]
     #[arg(long, env = "SLUICE_INGEST_RATE", value_name = "N")]
     ingest_rate: Option<f64>,
@@ -143,6 +147,7 @@ impl AuthArgs {
             jwt_algorithm: self.jwt_algorithm.clone(),
             jwt_audience: self.jwt_audience.clone(),
             jwt_issuer: self.jwt_issuer.clone(),
+            firehose_keys: self.firehose_keys.clone(),
             ingest_rate: self.ingest_rate,
             query_rate: self.query_rate,
             header_timeout_secs: self.header_timeout,

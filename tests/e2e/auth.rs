@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 
 use crate::support::{Response, Serve, error_records, http, sluice_bin, wait_done_with};
 
-const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
-const AUDIENCE: &str = "sluice-tests";
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+pub const AUDIENCE: &str = "sluice-tests";
 
 /// A token from `sluice token`, as an operator mints one.
-fn token(sub: &str, orgs: &str, roles: &str) -> String {
+pub fn token(sub: &str, orgs: &str, roles: &str) -> String {
     let out = Command::new(sluice_bin())
         .args(["token", "--sub", sub, "--org", orgs, "--roles", roles, "--ttl", "10m", "--aud", AUDIENCE])
         .env("SLUICE_JWT_SECRET", SECRET)
@@ -133,7 +133,7 @@ fn export_csv(addr: &str, token: &str, request: &Value) -> String {
     String::from_utf8(r.body).expect("utf8")
 }
 
-fn secret_env() -> Vec<(String, String)> {
+pub fn secret_env() -> Vec<(String, String)> {
     vec![("SLUICE_JWT_SECRET".into(), SECRET.into())]
 }
 

@@ -5,6 +5,7 @@ mod aws;
 mod cli;
 mod compact;
 mod pipeline;
+mod protocols;
 mod query;
 mod reliability;
 mod support;

@@ -85,6 +85,14 @@ fn glue_column_file_is_fresh() {
 fn terraform_parses_and_agrees_with_the_lake_layout_and_schema() {
     let files = parse_hcl(&module_dir());
     parse_hcl(&root().join("terraform/examples/complete"));
+    // The Firehose HTTP endpoint example sends to `POST /firehose` with gzip and the access key
+    // from Secrets Manager, as docs/firehose.md says.
+    let http = parse_hcl(&root().join("terraform/examples/firehose-http-endpoint"));
+    let stream = block(&http, "resource", "aws_kinesis_firehose_delivery_stream", "sluice");
+    assert_eq!(unquote(&stream["destination"]), "http_endpoint");
+    let endpoint = &stream["http_endpoint_configuration"][0];
+    assert_eq!(unquote(&endpoint["request_configuration"][0]["content_encoding"]), "GZIP");
+    assert_eq!(unquote(&endpoint["secrets_manager_configuration"][0]["secret_arn"]), "${var.access_key_secret_arn}");
 
     // The Firehose prefix, filled with the transform's partition keys, is the embedded writer's key.
     let stream = block(&files, "resource", "aws_kinesis_firehose_delivery_stream", "logs");

@@ -99,7 +99,7 @@ async fn tables_and_columns() {
             .await;
     assert_eq!(
         tables,
-        "table_name\r\nevents\r\nlogs\r\nlogs_agw\r\nlogs_app\r\nlogs_connector\r\nlogs_container\r\nlogs_hub\r\nlogs_web\r\n"
+        "table_name\r\nevents\r\nlogs\r\nlogs_agw\r\nlogs_app\r\nlogs_connector\r\nlogs_container\r\nlogs_hub\r\nlogs_otel\r\nlogs_web\r\n"
     );
     let cols = csv_of(
         &engine,

@@ -56,6 +56,10 @@ pub struct Partial {
     pub jwt_issuer: Option<String>,
     /// The access keys file of Firehose HTTP endpoint delivery.
     pub firehose_keys: Option<PathBuf>,
+    /// Folder of upload jobs (`POST /v1/imports`).
+    pub imports_dir: Option<PathBuf>,
+    /// Largest upload, MiB.
+    pub max_upload_mib: Option<u64>,
     pub ingest_rate: Option<f64>,
     pub query_rate: Option<f64>,
     pub header_timeout_secs: Option<u64>,
@@ -116,6 +120,8 @@ impl Partial {
             jwt_audience: over.jwt_audience.or(self.jwt_audience),
             jwt_issuer: over.jwt_issuer.or(self.jwt_issuer),
             firehose_keys: over.firehose_keys.or(self.firehose_keys),
+            imports_dir: over.imports_dir.or(self.imports_dir),
+            max_upload_mib: over.max_upload_mib.or(self.max_upload_mib),
             ingest_rate: over.ingest_rate.or(self.ingest_rate),
             query_rate: over.query_rate.or(self.query_rate),
             header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
@@ -175,6 +181,10 @@ pub struct Settings {
     pub gate: GateConfig,
     /// Access keys of Firehose HTTP endpoint delivery (`POST /firehose`).
     pub firehose_keys: sluice_auth::keys::AccessKeys,
+    /// Folder of upload jobs.
+    pub imports_dir: PathBuf,
+    /// Largest upload, bytes.
+    pub max_upload_bytes: u64,
     /// Time to receive a request's headers.
     pub header_timeout: Duration,
     /// Open connections.
@@ -233,6 +243,8 @@ impl Partial {
         };
         let wal_dir = self.wal_dir.unwrap_or_else(|| local("_wal", "./sluice-wal"));
         let results_dir = self.results_dir.unwrap_or_else(|| local("_results", "./sluice-results"));
+        let imports_dir = self.imports_dir.clone().unwrap_or_else(|| local("_imports", "./sluice-imports"));
+        let max_upload = range("max_upload_mib", self.max_upload_mib.unwrap_or(4096), 1, 1 << 20, "largest upload")?;
         let ttl = range("export_ttl_secs", self.export_ttl_secs.unwrap_or(86_400), 1, 30 * 86_400, "up to 30 days")?;
         let qmem = range("query_memory_mib", self.query_memory_mib.unwrap_or(512), 16, 1 << 20, "memory per query")?;
         let qtime = range("query_timeout_secs", self.query_timeout_secs.unwrap_or(300), 1, 86_400, "time per query")?;
@@ -353,6 +365,8 @@ impl Partial {
             results_quota: quota * MIB,
             results_total: results_total * MIB,
             results_reserve: reserve * MIB,
+            imports_dir,
+            max_upload_bytes: max_upload * MIB,
             firehose_keys: match &self.firehose_keys {
                 Some(path) => sluice_auth::keys::AccessKeys::load(path)?,
                 None => sluice_auth::keys::AccessKeys::default(),

@@ -173,6 +173,50 @@ fn cgroup_limit() -> Option<u64> {
     .min()
 }
 
+/// The JSON body of an answer of sluice's API, or an error with the API's code and message.
+pub async fn api_json(r: reqwest::Response) -> Result<serde_json::Value> {
+    let status = r.status();
+    let text = r.text().await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"error": {"message": text}}));
+    if !status.is_success() {
+        let e = &v["error"];
+        anyhow::bail!(
+            "{status}: {} ({})",
+            e["message"].as_str().unwrap_or_default(),
+            e["code"].as_str().unwrap_or("error")
+        );
+    }
+    Ok(v)
+}
+
+/// Reads an API's server-sent events (`event:` and `data:` lines of JSON), telling `on_event`
+/// each data; the data of the `complete` event, or `None` when the stream ends before it.
+pub async fn follow_events(
+    mut r: reqwest::Response,
+    mut on_event: impl FnMut(&serde_json::Value),
+) -> Result<Option<serde_json::Value>> {
+    let (mut buf, mut event) = (String::new(), String::new());
+    while let Some(chunk) = r.chunk().await? {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(nl) = buf.find('\n') {
+            let line = buf[..nl].trim_end_matches('\r').to_owned();
+            buf.drain(..=nl);
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let s: serde_json::Value =
+                    serde_json::from_str(data.trim()).context("a malformed server-sent event")?;
+                on_event(&s);
+                if event == "complete" {
+                    return Ok(Some(s));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

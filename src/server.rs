@@ -20,6 +20,7 @@ use sluice_ingest::{
     metrics::Metrics,
     server::BodyLimits,
     stream::{Pipeline, StreamConfig},
+    uploads::UploadConfig,
     wal::{Recovery, WalConfig},
 };
 use sluice_lake::{Lake, lock::LakeLock};
@@ -93,8 +94,18 @@ impl Server {
             max_records: settings.max_records,
         };
         let firehose_ids = settings.wal_dir.join("firehose-delivered");
-        let routes = sluice_ingest::server::routes(pipeline.clone(), limits, Some(firehose_ids.clone()))
-            .with_context(|| format!("cannot read or write {}", firehose_ids.display()))?
+        let kept = sluice_ingest::server::Kept {
+            firehose_ids: Some(firehose_ids.clone()),
+            uploads: UploadConfig {
+                dir: settings.imports_dir.clone(),
+                budget: sluice_ingest::uploads::DEFAULT_BUDGET,
+                max_upload: settings.max_upload_bytes,
+            },
+        };
+        let routes = sluice_ingest::server::routes(pipeline.clone(), limits, kept)
+            .with_context(|| {
+                format!("cannot read or write {} or {}", firehose_ids.display(), settings.imports_dir.display())
+            })?
             .merge(query);
         let table = routes.table().clone();
         let app = protect(settings, routes).await?;

@@ -7,6 +7,7 @@
 //!   authentication, the role each route needs, and rate limits per caller.
 //! * [`keys`]: access keys of Firehose HTTP endpoint delivery, each bound to organizations.
 //! * [`slots`]: places for work that takes time, per caller and in all.
+//! * [`webhook`]: calling a caller's URL when its export or upload ends, public addresses only.
 //! * [`http`]: serving a router with deadlines on request headers and bodies.
 
 mod api_error;
@@ -18,6 +19,7 @@ pub mod rate;
 pub mod routes;
 pub mod slots;
 pub mod token;
+pub mod webhook;
 
 pub use api_error::ApiError;
 pub use error::{Error, Result};

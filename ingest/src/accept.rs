@@ -35,6 +35,8 @@ pub(crate) struct AppState {
     pub(crate) limits: BodyLimits,
     /// Firehose deliveries answered 200, so a retry of one is not taken twice.
     pub(crate) firehose_delivered: crate::answered::Answered,
+    /// Upload jobs.
+    pub(crate) uploads: std::sync::Arc<crate::uploads::Uploads>,
     /// Bodies being decoded and ingested at once: a request takes a permit once its body has
     /// arrived, so the memory of decoded bodies is at most permits × the decompressed limit,
     /// and a slow upload never holds one.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sluice_partitioner::{Outcome, Partitioner};
-use sluice_schemas::{Context, record_id_at};
+use sluice_schemas::{Context, Orgs, record_id_at};
 
 use sluice_lake::{
     Lake,
@@ -32,7 +32,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 use crate::{
     batch::{Batcher, BufferHints, Item},
     error::{Error, Result},
-    stream::default_concurrent_writes,
+    stream::{check_org, default_concurrent_writes},
 };
 
 /// The registry entry of one imported file.
@@ -258,6 +258,12 @@ impl<'a> LakeWriter<'a> {
         }
     }
 
+    /// The same writer writing at most `n` files at once.
+    pub fn with_parallel(mut self, n: usize) -> Self {
+        self.parallel = n.max(1);
+        self
+    }
+
     /// Bytes of the files on their way: being encoded, or waiting for their sync.
     fn on_the_way(&self) -> u64 {
         self.in_flight + self.commit.as_ref().map_or(0, |c| c.waiting_bytes)
@@ -416,7 +422,7 @@ impl RawChunk {
 
     /// Each record through the transform: a row with its partition, an error record, or nothing
     /// (dropped).
-    fn transform(self, partitioner: &Partitioner, source: &str, arrival: i64) -> Vec<(u64, Item)> {
+    fn transform(self, partitioner: &Partitioner, source: &str, arrival: i64, orgs: &Orgs) -> Vec<(u64, Item)> {
         let mut start = 0;
         let mut items = Vec::with_capacity(self.lines.len());
         for (&line, &end) in self.lines.iter().zip(&self.ends) {
@@ -424,7 +430,12 @@ impl RawChunk {
             start = end;
             let ctx = Context { record_id: record_id_at(source, line), arrival_micros: arrival };
             let item = match partitioner.transform(raw, &ctx) {
-                Outcome::Ok { partition, row } => Item::Row { partition, row, size: raw.len() as u64 + 256 },
+                Outcome::Ok { partition, row } => {
+                    match check_org(Item::Row { partition, row, size: raw.len() as u64 + 256 }, orgs) {
+                        Ok(item) => item,
+                        Err(r) => Item::Error(ErrorRecord::from_rejection(raw, arrival, &r)),
+                    }
+                }
                 Outcome::Dropped => continue,
                 Outcome::ProcessingFailed(r) => Item::Error(ErrorRecord::from_rejection(raw, arrival, &r)),
             };
@@ -440,7 +451,7 @@ pub async fn import_file(
     partitioner: &Partitioner,
     path: &Path,
     memory_budget: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<ImportOutcome> {
     let p = path.to_owned();
     let (sha, size) =
@@ -456,66 +467,111 @@ pub async fn import_file(
         Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let arrival = chrono::Utc::now().timestamp_micros();
-    let mut writer = LakeWriter::new(lake, partitioner, memory_budget, format!("import-{}", &sha[..16]));
-    let (mut accepted, mut rejected) = (0u64, 0u64);
-    // Read on a blocking thread in chunks, transform the chunks on every core, and write them
-    // from here in the file's order (so the same file gives the same files, whatever the timing).
-    // Two chunks a core on their way: a few MiB each.
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Vec<(u64, Item)>>>(2 * cores);
-    let p = path.to_owned();
-    let part = Arc::new(partitioner.clone());
-    let source: Arc<str> = format!("import:{sha}").into();
-    let rt = tokio::runtime::Handle::current();
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut chunk = RawChunk::default();
-        let send = |chunk: RawChunk| {
-            let (part, source) = (Arc::clone(&part), Arc::clone(&source));
-            let job = rt.spawn_blocking(move || chunk.transform(&part, &source, arrival));
-            tx.blocking_send(job).map_err(|_| Error::Stopped("the import's writer"))
-        };
-        let res = for_each_record(&p, |line, raw| {
-            chunk.push(line, raw);
-            if chunk.is_full() {
-                send(std::mem::take(&mut chunk))?;
-            }
-            Ok(())
-        });
-        // On an error the writer sees the channel close, and the error comes from this task.
-        if res.is_ok() {
-            send(chunk).ok();
-        }
-        res
-    });
-    let mut read = 0u64;
-    while let Some(job) = rx.recv().await {
-        for (line, item) in job.await.map_err(Error::task("transforming records"))? {
-            match &item {
-                Item::Row { .. } => accepted += 1,
-                Item::Error(_) => rejected += 1,
-            }
-            writer.add(line, item).await?;
-            read += 1;
-        }
-        progress(read);
-    }
-    let records = reader.await.map_err(Error::task("reading the file"))??;
-    writer.finish().await?;
-    let entry = Imported {
-        path: path.display().to_string(),
-        size,
-        sha256: sha,
-        records,
-        accepted,
-        rejected,
-        files: writer.files,
-        imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    let run = ImportRun {
+        budget: memory_budget,
+        orgs: Orgs::All,
+        key: sha.clone(),
+        names: format!("import-{}", &sha[..16]),
+        in_flight: 2 * std::thread::available_parallelism().map_or(2, usize::from),
+        writes: default_concurrent_writes(),
     };
+    let entry = run.run(lake, partitioner, path, (&sha, size), progress, |_, _| {}).await?;
     let json =
         serde_json::to_vec_pretty(&entry).map_err(|source| Error::Json { what: "import registry".into(), source })?;
     lake.put(&reg_key, Bytes::from(json)).await?;
     Ok(ImportOutcome::Imported(entry))
+}
+
+/// How one import runs: its memory, whose records it may write, and the names of what it makes.
+#[derive(Debug, Clone)]
+pub struct ImportRun {
+    /// Memory for buffered rows, bytes.
+    pub budget: u64,
+    /// The organizations its records may name (others are `forbidden_organization`).
+    pub orgs: Orgs,
+    /// What its record ids derive from (the same key and line give the same id).
+    pub key: String,
+    /// The prefix of its files' names (the same prefix and lines give the same names).
+    pub names: String,
+    /// Chunks of records (4,096 or 4 MiB each) being transformed at once.
+    pub in_flight: usize,
+    /// Files encoded and written at once.
+    pub writes: usize,
+}
+
+impl ImportRun {
+    /// Imports the file at `path` (`content`: its hash and size): every record
+    /// through the transform into the lake, `progress` told the records read so far and
+    /// `on_rejected` each rejected record with its line. Returns what it did; writes no registry.
+    pub async fn run(
+        self,
+        lake: &Lake,
+        partitioner: &Partitioner,
+        path: &Path,
+        (sha, size): (&str, u64),
+        mut progress: impl FnMut(u64),
+        mut on_rejected: impl FnMut(u64, &ErrorRecord),
+    ) -> Result<Imported> {
+        let arrival = chrono::Utc::now().timestamp_micros();
+        let mut writer = LakeWriter::new(lake, partitioner, self.budget, self.names.clone()).with_parallel(self.writes);
+        let (mut accepted, mut rejected) = (0u64, 0u64);
+        // Read on a blocking thread in chunks, transform the chunks on every core, and write them
+        // from here in the file's order (so the same file gives the same files, whatever the timing).
+        let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Vec<(u64, Item)>>>(self.in_flight);
+        let p = path.to_owned();
+        let part = Arc::new(partitioner.clone());
+        let source: Arc<str> = format!("import:{}", self.key).into();
+        let orgs = Arc::new(self.orgs);
+        let rt = tokio::runtime::Handle::current();
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut chunk = RawChunk::default();
+            let send = |chunk: RawChunk| {
+                let (part, source, orgs) = (Arc::clone(&part), Arc::clone(&source), Arc::clone(&orgs));
+                let job = rt.spawn_blocking(move || chunk.transform(&part, &source, arrival, &orgs));
+                tx.blocking_send(job).map_err(|_| Error::Stopped("the import's writer"))
+            };
+            let res = for_each_record(&p, |line, raw| {
+                chunk.push(line, raw);
+                if chunk.is_full() {
+                    send(std::mem::take(&mut chunk))?;
+                }
+                Ok(())
+            });
+            // On an error the writer sees the channel close, and the error comes from this task.
+            if res.is_ok() {
+                send(chunk).ok();
+            }
+            res
+        });
+        let mut read = 0u64;
+        while let Some(job) = rx.recv().await {
+            for (line, item) in job.await.map_err(Error::task("transforming records"))? {
+                match &item {
+                    Item::Row { .. } => accepted += 1,
+                    Item::Error(e) => {
+                        rejected += 1;
+                        on_rejected(line, e);
+                    }
+                }
+                writer.add(line, item).await?;
+                read += 1;
+            }
+            progress(read);
+        }
+        let records = reader.await.map_err(Error::task("reading the file"))??;
+        writer.finish().await?;
+        let entry = Imported {
+            path: path.display().to_string(),
+            size,
+            sha256: sha.to_owned(),
+            records,
+            accepted,
+            rejected,
+            files: writer.files,
+            imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        Ok(entry)
+    }
 }
 
 #[cfg(test)]

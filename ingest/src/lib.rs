@@ -18,6 +18,7 @@ pub mod protocols;
 pub mod replay;
 pub mod server;
 pub mod stream;
+pub mod uploads;
 pub mod wal;
 
 mod error;

@@ -205,7 +205,7 @@ fn item_for(partitioner: &Partitioner, raw: &[u8], ctx: &Context) -> Option<std:
 }
 
 /// Rejects a row of an organization the producer may not write.
-fn check_org(item: Item, orgs: &Orgs) -> std::result::Result<Item, Rejection> {
+pub(crate) fn check_org(item: Item, orgs: &Orgs) -> std::result::Result<Item, Rejection> {
     match &item {
         Item::Row { partition, .. } if !orgs.allows(&partition.organization) => Err(Rejection {
             code: ReasonCode::ForbiddenOrganization,

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use sluice_query::{Engine, EngineConfig, api::SearchParams, format::CsvWriter};
 use sluice_schemas::Registry;
 
+use crate::runtime::{api_json, follow_events};
+
 /// Flags of `sluice export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -299,45 +301,22 @@ async fn follow(
         Some(t) => client.get(url).bearer_auth(t),
         None => client.get(url),
     };
-    let mut r = get(format!("{base}/v1/exports/{id}/events")).send().await?;
+    let r = get(format!("{base}/v1/exports/{id}/events")).send().await?;
     if !r.status().is_success() {
         return api_json(r).await;
     }
-    let mut buf = String::new();
-    let mut event = String::new();
-    while let Some(chunk) = r.chunk().await? {
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(nl) = buf.find('\n') {
-            let line = buf[..nl].trim_end_matches('\r').to_owned();
-            buf.drain(..=nl);
-            if let Some(name) = line.strip_prefix("event:") {
-                event = name.trim().to_owned();
-            } else if let Some(data) = line.strip_prefix("data:") {
-                let s: Value = serde_json::from_str(data.trim()).context("a malformed server-sent event")?;
-                show(
-                    bar,
-                    s["rows"].as_u64().unwrap_or(0),
-                    s["bytes"].as_u64().unwrap_or(0),
-                    s["progress"].as_f64().unwrap_or(0.0),
-                );
-                if event == "complete" {
-                    return Ok(s);
-                }
-            }
-        }
+    let done = follow_events(r, |s| {
+        show(
+            bar,
+            s["rows"].as_u64().unwrap_or(0),
+            s["bytes"].as_u64().unwrap_or(0),
+            s["progress"].as_f64().unwrap_or(0.0),
+        )
+    })
+    .await?;
+    if let Some(s) = done {
+        return Ok(s);
     }
     // The stream ended early (a proxy timeout, say): ask once more.
     api_json(get(format!("{base}/v1/exports/{id}")).send().await?).await
-}
-
-/// The JSON body of an API answer, or an error with the API's code and message.
-async fn api_json(r: reqwest::Response) -> Result<Value> {
-    let status = r.status();
-    let text = r.text().await?;
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"error": {"message": text}}));
-    if !status.is_success() {
-        let e = &v["error"];
-        bail!("{status}: {} ({})", e["message"].as_str().unwrap_or_default(), e["code"].as_str().unwrap_or("error"));
-    }
-    Ok(v)
 }

@@ -42,6 +42,13 @@ pub struct ServeArgs {
     /// Largest request body, MiB [default: 16]
     #[arg(long, env = "SLUICE_MAX_BODY", value_name = "MIB")]
     max_body: Option<u64>,
+    /// Largest file upload (`POST /v1/imports`, streamed to disk), MiB [default: 4096]
+    #[arg(long, env = "SLUICE_MAX_UPLOAD", value_name = "MIB")]
+    max_upload: Option<u64>,
+    /// Folder of upload jobs: uploads while they are imported, statuses, reports of rejected
+    /// rows [default: LAKE/_imports; ./sluice-imports for an S3 lake]
+    #[arg(long, env = "SLUICE_IMPORTS_DIR", value_name = "DIR")]
+    imports_dir: Option<PathBuf>,
     /// How long query results and exports are kept, seconds [default: 86400]
     #[arg(long, env = "SLUICE_EXPORT_TTL", value_name = "SECS")]
     export_ttl: Option<u64>,
@@ -173,6 +180,8 @@ impl ServeArgs {
             wal_max_mib: self.wal_max,
             memory_budget_mib: self.memory_budget,
             max_body_mib: self.max_body,
+            max_upload_mib: self.max_upload,
+            imports_dir: self.imports_dir.clone(),
             export_ttl_secs: self.export_ttl,
             results_dir: self.results_dir.clone(),
             query_memory_mib: self.query_memory,

@@ -239,3 +239,129 @@ fn firehose_deliveries_land_once_and_a_retry_after_kill_9_loses_nothing() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0]["errorCode"], "invalid_json");
 }
+
+/// The server's peak resident memory so far, MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kb / 1024.0
+}
+
+#[test]
+fn an_upload_job_takes_a_100_mb_csv_once_in_bounded_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let serve = Serve::start_with(lake.to_str().expect("utf8"), &["--jwt-audience", AUDIENCE], &secret_env());
+    let writer = token("backfill", "acme", "logs:write");
+    // 100 MB of CSV, as a spreadsheet or another tool exports it, with two rows the contract or
+    // the token refuse.
+    let csv = dir.path().join("backfill.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).expect("csv"));
+    writeln!(out, "organizationID,environment,logType,time,transactionId,server,action,description,statusCode")
+        .expect("w");
+    let (mut rows, mut size) = (0u64, 0usize);
+    while size < 100 << 20 {
+        let env = ["prod", "dev", "test"][rows as usize % 3];
+        let line = format!(
+            "acme,{env},app,2026-11-{:02}T{:02}:{:02}:00Z,up-{rows:09},web-{},handled request,\"request {rows}, handled in {} ms, with more words to make it longer\",200\n",
+            1 + rows % 28,
+            rows % 24,
+            rows % 60,
+            rows % 7,
+            rows % 1000
+        );
+        size += line.len();
+        out.write_all(line.as_bytes()).expect("w");
+        rows += 1;
+    }
+    writeln!(out, "acme,prod,nope,2026-11-01T00:00:00Z,bad-1,web-1,x,y,200").expect("w");
+    writeln!(out, "globex,prod,app,2026-11-01T00:00:00Z,bad-2,web-1,x,y,200").expect("w");
+    drop(out);
+
+    let pid = serve.child.id();
+    assert_eq!(http(&serve.addr, "GET", "/healthz", &[], b"").expect("healthz").status, 200);
+    let before = peak_rss_mib(pid);
+    let upload = || {
+        Command::new(crate::support::sluice_bin())
+            .args(["import", "--quiet", "--server", &serve.url(), "--token", &writer])
+            .arg(&csv)
+            .output()
+            .expect("sluice import --server")
+    };
+    let first = upload();
+    let said = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(1), "rejected rows exit 1: {said}");
+    let after = peak_rss_mib(pid);
+    eprintln!("serve peak RSS {before:.0} MiB before the upload, {after:.0} MiB after it");
+    // Bounded whatever the file's size (measured 120-190 MiB for 100 MB here): the job's own
+    // budget is 16 MiB, and the encoders and what the allocator keeps come on top. The goal of
+    // 64 MiB is not met yet (docs/ingest.md#uploads).
+    assert!(after - before < 256.0, "an upload grew the server by {:.0} MiB", after - before);
+    let id = said.split("job ").nth(1).and_then(|s| s.split(':').next()).expect("a job id").to_owned();
+    assert!(said.contains(&format!("{} records ({rows} accepted, 2 rejected)", rows + 2)), "{said}");
+
+    // The same content again: nothing imported, the first job answers.
+    let again = upload();
+    let said_again = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(said_again.contains(&format!("uploaded before (job {id})")), "{said_again}");
+
+    let auth = format!("Bearer {writer}");
+    let status =
+        http(&serve.addr, "GET", &format!("/v1/imports/{id}"), &[("Authorization", &auth)], b"").expect("status");
+    let status = status.json();
+    assert_eq!((status["state"].as_str(), status["accepted"].as_u64()), (Some("SUCCEEDED"), Some(rows)), "{status}");
+    let events = http(&serve.addr, "GET", &format!("/v1/imports/{id}/events"), &[("Authorization", &auth)], b"")
+        .expect("events");
+    assert!(String::from_utf8_lossy(&events.body).contains("event: complete"));
+    let report = http(&serve.addr, "GET", &format!("/v1/imports/{id}/rejected.csv"), &[("Authorization", &auth)], b"")
+        .expect("report");
+    let report = String::from_utf8(report.body).expect("utf8");
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], "line,code,message");
+    assert!(lines[1].starts_with(&format!("{},unknown_log_type,", rows + 2)), "{report}");
+    assert!(lines[2].starts_with(&format!("{},forbidden_organization,", rows + 3)), "{report}");
+    // Another tenant sees no such job.
+    let other = format!("Bearer {}", token("other", "globex", "logs:write"));
+    assert_eq!(
+        http(&serve.addr, "GET", &format!("/v1/imports/{id}"), &[("Authorization", &other)], b"").expect("x").status,
+        404
+    );
+
+    // A gzip NDJSON upload with a webhook (an operator's: loopback hooks are for operators).
+    let (hook, calls) = crate::support::http_sink();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..10 {
+        writeln!(
+            gz,
+            r#"{{"organizationID":"acme","environment":"prod","logType":"web","time":"2026-11-02T00:00:0{i}Z"}}"#
+        )
+        .expect("gz");
+    }
+    let body = gz.finish().expect("gz");
+    let admin = format!("Bearer {}", token("ops", "*", "admin"));
+    let path = format!("/v1/imports?name=more.ndjson.gz&webhook_url={hook}");
+    let r = http(&serve.addr, "POST", &path, &[("Authorization", &admin), ("Content-Encoding", "gzip")], &body)
+        .expect("upload");
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let called = calls.recv_timeout(std::time::Duration::from_secs(120)).expect("the webhook is called");
+    assert_eq!((called["state"].as_str(), called["accepted"].as_u64()), (Some("SUCCEEDED"), Some(10)), "{called}");
+
+    let count = Command::new(crate::support::sluice_bin())
+        .args([
+            "query",
+            "--lake",
+            lake.to_str().expect("utf8"),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n FROM logs",
+        ])
+        .output()
+        .expect("sluice query");
+    assert_eq!(String::from_utf8_lossy(&count.stdout).lines().nth(1), Some((rows + 10).to_string().as_str()));
+}

@@ -30,10 +30,12 @@ pub enum Protocol {
     Elasticsearch,
     /// `POST /firehose`.
     Firehose,
+    /// `POST /v1/imports` (counted when its job ends).
+    Upload,
 }
 
 impl Protocol {
-    const ALL: [Self; 4] = [Self::Native, Self::Otlp, Self::Elasticsearch, Self::Firehose];
+    const ALL: [Self; 5] = [Self::Native, Self::Otlp, Self::Elasticsearch, Self::Firehose, Self::Upload];
 
     /// Its label in `/metrics`.
     pub fn as_str(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Protocol {
             Self::Otlp => "otlp",
             Self::Elasticsearch => "elasticsearch",
             Self::Firehose => "firehose",
+            Self::Upload => "upload",
         }
     }
 }
@@ -81,7 +84,7 @@ pub struct Metrics {
     /// The write-ahead log's size limit, bytes (set at start).
     pub wal_max_bytes: AtomicU64,
     /// Requests, accepted and rejected records by protocol.
-    by_protocol: [[AtomicU64; 3]; 4],
+    by_protocol: [[AtomicU64; 3]; 5],
 }
 
 impl Metrics {

@@ -246,7 +246,12 @@ pub struct Kept {
 
 /// The ingest routes.
 pub fn routes(pipeline: Pipeline, limits: BodyLimits, kept: Kept) -> std::io::Result<Routes> {
-    let uploads = Uploads::open(kept.uploads, pipeline.lake().clone(), Arc::clone(pipeline.partitioner()))?;
+    let uploads = Uploads::open(
+        kept.uploads,
+        pipeline.lake().clone(),
+        Arc::clone(pipeline.partitioner()),
+        Arc::clone(pipeline.metrics()),
+    )?;
     let state = Arc::new(AppState {
         pipeline,
         limits,

@@ -11,8 +11,9 @@
 //! (names and record ids derive from the caller, the content and the line) and counts nothing
 //! twice.
 //!
-//! Memory: one job runs at a time, with its own small budget ([`UploadConfig::budget`]) and two
-//! chunks of records on their way, so an upload of any size grows the server by tens of MiB.
+//! Memory: one job runs at a time, on a runtime of its own with [`JOB_THREADS`] blocking threads,
+//! with its own small budget ([`UploadConfig::budget`]), one chunk of records on its way and one
+//! file written at a time, so an upload of any size grows the server by tens of MiB.
 
 use std::{
     collections::HashMap,
@@ -45,7 +46,9 @@ pub struct UploadConfig {
 }
 
 /// Memory for one upload job's buffered rows by default.
-pub const DEFAULT_BUDGET: u64 = 16 << 20;
+pub const DEFAULT_BUDGET: u64 = 8 << 20;
+/// Blocking threads of an upload job's own runtime (reading, transforming, encoding).
+const JOB_THREADS: usize = 2;
 /// How long finished jobs' statuses and reports are kept.
 pub const KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
@@ -115,6 +118,8 @@ pub struct Uploads {
     jobs: Mutex<HashMap<String, (String, watch::Sender<JobStatus>)>>,
     /// One job imports at a time.
     turn: tokio::sync::Semaphore,
+    /// The server's counters (records by protocol).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why an upload was refused.
@@ -153,7 +158,12 @@ impl Uploads {
     /// The jobs kept in `config.dir` (made when missing). Jobs a stopped server left queued or
     /// running are marked failed, their uploads deleted; finished jobs older than [`KEEP`] are
     /// forgotten with their reports.
-    pub fn open(config: UploadConfig, lake: Lake, partitioner: Arc<Partitioner>) -> std::io::Result<Self> {
+    pub fn open(
+        config: UploadConfig,
+        lake: Lake,
+        partitioner: Arc<Partitioner>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(config.dir.join("registry"))?;
         for entry in std::fs::read_dir(&config.dir)? {
             let path = entry?.path();
@@ -178,7 +188,14 @@ impl Uploads {
                 }
             }
         }
-        Ok(Self { config, lake, partitioner, jobs: Mutex::new(HashMap::new()), turn: tokio::sync::Semaphore::new(1) })
+        Ok(Self {
+            config,
+            lake,
+            partitioner,
+            jobs: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Semaphore::new(1),
+            metrics,
+        })
     }
 
     /// The largest upload taken, bytes.
@@ -276,7 +293,24 @@ impl Uploads {
         tokio::spawn(async move {
             let _turn = me.turn.acquire().await;
             tx.send_modify(|s| s.state = JobState::Running);
-            let result = me.run(&path, &sha, &key, bytes, orgs, &tx).await;
+            // The job runs on a runtime of its own with two blocking threads: its allocations stay
+            // on three threads, not on every thread of the server's pools, whose allocator caches
+            // would each keep some of what it touched.
+            let result = {
+                let (me, path, sha, key, tx) = (Arc::clone(&me), path.clone(), sha.clone(), key.clone(), tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .max_blocking_threads(JOB_THREADS)
+                        .thread_name("sluice-upload")
+                        .build()
+                        .map_err(|e| crate::Error::io(&path)(e))?;
+                    rt.block_on(me.run(&path, &sha, &key, bytes, orgs, &tx))
+                })
+                .await
+                .map_err(crate::Error::task("an upload job"))
+                .and_then(|r| r)
+            };
             tokio::fs::remove_file(&path).await.ok();
             tx.send_modify(|s| {
                 s.finished_at = Some(now());
@@ -291,6 +325,7 @@ impl Uploads {
                 }
             });
             let status = tx.borrow().clone();
+            me.metrics.protocol(crate::metrics::Protocol::Upload, status.accepted, status.rejected);
             if let Err(e) = me.keep(&owner, &status) {
                 tracing::warn!(error = %e, id = %status.id, "cannot keep an upload job's status");
             }
@@ -374,7 +409,7 @@ impl Uploads {
             orgs,
             key: format!("upload:{key}"),
             names: format!("upload-{}", &key[..16]),
-            in_flight: 2,
+            in_flight: 1,
             writes: 1,
         };
         let mut failed = None;

@@ -601,7 +601,8 @@ impl Contract {
             return reject(
                 ReasonCode::UnknownLogType,
                 format!(
-                    "logType {lt_name:?} is not registered; valid values are {}; add schemas/logtypes/{lt_name}.toml to register it",
+                    "logType {:?} is not registered; valid values are {}; add schemas/logtypes/{lt_name}.toml to register it",
+                    lt_name.as_str(),
                     self.registry.names().join(", ")
                 ),
             );

@@ -193,6 +193,7 @@ fn every_reason_code() {
 fn messages_say_what_to_do() {
     let e = parse(r#"{"organizationID":"42","environment":"dev","logType":"billing","time":0}"#).unwrap_err();
     assert!(e.message.contains("valid values are agw, app, connector, container, hub, otel, web"), "{}", e.message);
+    assert!(e.message.starts_with("logType \"billing\" is not registered"), "{}", e.message);
     let e = parse(r#"{"organizationID":"a/b","environment":"dev","logType":"web","time":0}"#).unwrap_err();
     assert!(e.message.contains("'/'"), "{}", e.message);
     let e = Contract::default().parse(b"{\"organizationID\":\"4\xff2\"}", &ctx()).unwrap_err();

@@ -268,6 +268,7 @@ pub fn routes(pipeline: Pipeline, limits: BodyLimits, kept: Kept) -> std::io::Re
         .route(Method::POST, "/otlp/v1/logs", write, protocols::otlp::export)
         .route(Method::GET, "/es", handshake, protocols::es::info)
         .route(Method::GET, "/es/", handshake, protocols::es::info)
+        .route(Method::GET, "/es/_license", handshake, protocols::es::license)
         .route(Method::POST, "/es/_bulk", write, protocols::es::bulk)
         .route(Method::PUT, "/es/_bulk", write, protocols::es::bulk)
         .route(Method::POST, "/es/{index}/_bulk", write, protocols::es::bulk_index)

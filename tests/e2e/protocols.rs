@@ -129,7 +129,7 @@ fn elasticsearch_client_bulk_lands_and_hears_of_each_rejection() {
     let serve = Serve::start_with(lake.to_str().expect("utf8"), &["--jwt-audience", AUDIENCE], &secret_env());
     let writer = token("filebeat", "acme", "logs:write");
     let seen = client("es.py", &[&serve.url(), &writer]);
-    assert_eq!(seen["version"], "8.19.0");
+    assert_eq!((&seen["version"], &seen["license"]), (&json!("8.19.0"), &json!("active")));
     assert_eq!(seen["bulk_ok"], 2, "{seen}");
     let errors = seen["bulk_errors"].as_array().expect("errors");
     let by_id: Vec<(String, u64, String)> = errors

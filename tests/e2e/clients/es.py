@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch, helpers
 
 url, token = sys.argv[1], sys.argv[2]
 es = Elasticsearch(url + "/es", api_key=token)
-out = {"version": es.info()["version"]["number"]}
+out = {"version": es.info()["version"]["number"], "license": es.license.get()["license"]["status"]}
 
 docs = [
     # The index names the log type; the token's one organization applies.

@@ -648,6 +648,7 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", default="bench/results/latest.json")
     p.add_argument("--skip-transform", action="store_true")
+    p.add_argument("--only", choices=["protocols"], help="run this workload alone (and print its rows)")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="sluice-bench-")
     try:
@@ -659,6 +660,11 @@ def main():
             stderr=subprocess.DEVNULL,
         )
         rows = []
+        if args.only == "protocols":
+            log("==> the same records over NDJSON and OTLP/protobuf")
+            for r in bench_protocols(args, work, data):
+                print(f"| {r['workload']} | {r['sluice']:,.1f} | {r.get('goal') or ''} |")
+            return
         if not args.skip_transform:
             log("==> transform")
             rows.append(bench_transform(args))

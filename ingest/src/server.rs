@@ -95,6 +95,9 @@ fn upload_error(e: UploadError) -> ApiError {
     match e {
         UploadError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.to_string()),
         UploadError::Body(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+        UploadError::Busy => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_uploads", e.to_string()).retry_after(10)
+        }
         UploadError::Io(_) => {
             tracing::warn!(error = %e, "cannot keep an upload");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string()).retry_after(30)

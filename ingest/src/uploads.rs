@@ -46,7 +46,7 @@ pub struct UploadConfig {
 }
 
 /// Memory for one upload job's buffered rows by default.
-pub const DEFAULT_BUDGET: u64 = 8 << 20;
+pub const DEFAULT_BUDGET: u64 = 6 << 20;
 /// Blocking threads of an upload job's own runtime (reading, transforming, encoding).
 const JOB_THREADS: usize = 2;
 /// How long finished jobs' statuses and reports are kept.
@@ -120,6 +120,30 @@ pub struct Uploads {
     turn: tokio::sync::Semaphore,
     /// The server's counters (records by protocol).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Uploads of each owner being received, queued or imported: at most [`PER_OWNER`], so one
+    /// tenant cannot fill the imports folder with queued files or keep others' jobs waiting long.
+    active: Mutex<HashMap<String, usize>>,
+}
+
+/// Uploads one owner may have on their way, queued or running at once.
+pub const PER_OWNER: usize = 2;
+
+/// One of an owner's places for an upload, given back when dropped.
+struct Place {
+    uploads: Arc<Uploads>,
+    owner: String,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut active = self.uploads.active.lock().expect("active uploads");
+        if let Some(n) = active.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.owner);
+            }
+        }
+    }
 }
 
 /// Why an upload was refused.
@@ -132,8 +156,11 @@ pub enum UploadError {
     #[error("the upload stopped: {0}; upload the file again")]
     Body(String),
     /// The server's disk.
-    #[error("cannot keep the upload: {0}")]
+    #[error("cannot keep the upload in the imports folder: {0}; upload again once it has room")]
     Io(#[from] std::io::Error),
+    /// The owner has [`PER_OWNER`] uploads on their way already.
+    #[error("this token has {PER_OWNER} uploads on their way or waiting to be imported; wait for one to end")]
+    Busy,
 }
 
 fn now() -> String {
@@ -195,6 +222,7 @@ impl Uploads {
             jobs: Mutex::new(HashMap::new()),
             turn: tokio::sync::Semaphore::new(1),
             metrics,
+            active: Mutex::new(HashMap::new()),
         })
     }
 
@@ -250,6 +278,15 @@ impl Uploads {
         gzip: bool,
         webhook: Option<Webhook>,
     ) -> Result<(JobStatus, bool), UploadError> {
+        let place = {
+            let mut active = self.active.lock().expect("active uploads");
+            let n = active.entry(owner.to_owned()).or_default();
+            if *n >= PER_OWNER {
+                return Err(UploadError::Busy);
+            }
+            *n += 1;
+            Place { uploads: Arc::clone(self), owner: owner.to_owned() }
+        };
         let id = uuid::Uuid::new_v4().to_string();
         let suffix = if gzip { ".gz" } else { "" };
         let path = self.config.dir.join(format!("upload-{id}.{format}{suffix}"));
@@ -263,7 +300,9 @@ impl Uploads {
         };
         let key = owner_content_key(owner, &sha);
         let first = std::fs::read_to_string(self.registry_path(&key)).ok();
-        if let Some(first) = first.and_then(|id| self.status(id.trim(), owner)) {
+        // A failed job (a restart cut it off, say) does not count: the content is imported anew.
+        if let Some(first) = first.and_then(|id| self.status(id.trim(), owner)).filter(|s| s.state != JobState::Failed)
+        {
             tokio::fs::remove_file(&path).await.ok();
             return Ok((first, false));
         }
@@ -291,6 +330,7 @@ impl Uploads {
         self.jobs.lock().expect("jobs").insert(id.clone(), (owner.to_owned(), tx.clone()));
         let (me, owner) = (Arc::clone(self), owner.to_owned());
         tokio::spawn(async move {
+            let _place = place;
             let _turn = me.turn.acquire().await;
             tx.send_modify(|s| s.state = JobState::Running);
             // The job runs on a runtime of its own with two blocking threads: its allocations stay

@@ -208,7 +208,13 @@ async fn follow(
     if !r.status().is_success() {
         return api_json(r).await;
     }
-    let done = follow_events(r, |s| pb.set_position(s["records_read"].as_u64().unwrap_or(0))).await?;
+    let done =
+        follow_events(r, |s| pb.set_position(s["records_read"].as_u64().unwrap_or(0))).await.with_context(|| {
+            format!(
+                "lost {base} while following the import job {id}; see GET {base}/v1/imports/{id}, or run the same \
+             `sluice import --server` again (a job cut off by a restart is taken again, counting nothing twice)"
+            )
+        })?;
     pb.finish_and_clear();
     if let Some(s) = done {
         return Ok(s);

@@ -380,3 +380,63 @@ fn an_upload_job_takes_a_100_mb_csv_once_in_bounded_memory() {
     // lake holds both.
     assert_eq!(String::from_utf8_lossy(&count.stdout).lines().nth(1), Some((rows + 10 + 1_999).to_string().as_str()));
 }
+
+#[test]
+fn an_upload_job_cut_off_by_kill_9_is_taken_again_counting_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let csv = dir.path().join("cut.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).expect("csv"));
+    writeln!(out, "organizationID,environment,logType,time,transactionId,description").expect("w");
+    let rows = 300_000u64;
+    for i in 0..rows {
+        writeln!(out, "acme,prod,web,2026-11-{:02}T{:02}:00:00Z,cut-{i},row {i} of a job cut off", 1 + i % 28, i % 24)
+            .expect("w");
+    }
+    drop(out);
+    let upload = |serve: &Serve| {
+        Command::new(crate::support::sluice_bin())
+            .args(["import", "--quiet", "--server", &serve.url()])
+            .arg(&csv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sluice import --server")
+    };
+    let serve = Serve::start(&lake, &[]);
+    let mut first = upload(&serve);
+    // Killed once the job has read some records and before it ends.
+    let imports = lake.join("_imports");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let id = loop {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        let job = std::fs::read_dir(&imports).ok().and_then(|d| {
+            d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.ends_with(".json"))
+        });
+        if let Some(name) = job {
+            let id = name.trim_end_matches(".json").to_owned();
+            let s = http(&serve.addr, "GET", &format!("/v1/imports/{id}"), &[], b"").expect("status").json();
+            if s["state"] == "RUNNING" && s["records_read"].as_u64().unwrap_or(0) > 0 {
+                break id;
+            }
+            assert_ne!(s["state"], "SUCCEEDED", "the job ended before it could be cut off: make the file larger");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    serve.kill9();
+    assert!(!first.wait().expect("wait").success(), "the client hears the server went away");
+
+    // A restart, a restart with nothing in between, then the same upload again.
+    Serve::start(&lake, &[]).kill9();
+    let serve = Serve::start(&lake, &[]);
+    let s = http(&serve.addr, "GET", &format!("/v1/imports/{id}"), &[], b"").expect("status").json();
+    assert_eq!(s["state"], "FAILED", "{s}");
+    let again = upload(&serve).wait_with_output().expect("upload again");
+    assert!(again.status.success());
+    let count = Command::new(crate::support::sluice_bin())
+        .args(["query", "--lake", lake.to_str().expect("utf8"), "--format", "csv", "-c"])
+        .arg("SELECT count(*) AS n, count(DISTINCT transaction_id) AS t, count(DISTINCT record_id) AS r FROM logs")
+        .output()
+        .expect("sluice query");
+    assert_eq!(String::from_utf8_lossy(&count.stdout).lines().nth(1), Some(format!("{rows},{rows},{rows}").as_str()));
+}

@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 use sluice_auth::ApiError;
 use sluice_schemas::{Caller, ReasonCode, Registry};
 
-use super::{Ndjson, RequestDefaults, token_organization};
+use super::{Ndjson, RequestDefaults, set_default, token_organization};
 use crate::{
     accept::{AppState, admit, blocking, check_count, decompress, deliver, receive},
     metrics::Protocol,
@@ -154,14 +154,6 @@ fn relocate(doc: &mut Map<String, Value>, from: &str, to: &str) {
         && let Some(v) = take(doc, from)
     {
         doc.insert(to.to_owned(), v);
-    }
-}
-
-fn set_default(doc: &mut Map<String, Value>, to: &str, value: Option<&str>) {
-    if let Some(v) = value
-        && doc.get(to).is_none_or(Value::is_null)
-    {
-        doc.insert(to.to_owned(), Value::String(v.to_owned()));
     }
 }
 

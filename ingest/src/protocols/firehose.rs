@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use sluice_auth::ApiError;
 use sluice_schemas::Caller;
 
-use super::{Ndjson, RequestDefaults, rejection_summary, token_organization};
+use super::{Ndjson, RequestDefaults, rejection_summary, set_default, token_organization};
 use crate::{
     accept::{AppState, admit, blocking, check_count, decompress, deliver, receive},
     metrics::Protocol,
@@ -101,17 +101,9 @@ fn convert(delivery: &Delivery, defaults: &RequestDefaults, token_org: Option<&s
         let filled = if fill || org.is_some() {
             match serde_json::from_slice::<serde_json::Map<String, Value>>(&line) {
                 Ok(mut rec) => {
-                    for (key, value) in [
-                        ("organizationID", org),
-                        ("environment", defaults.environment.as_deref()),
-                        ("logType", defaults.log_type.as_deref()),
-                    ] {
-                        if let Some(v) = value
-                            && rec.get(key).is_none_or(Value::is_null)
-                        {
-                            rec.insert(key.to_owned(), Value::String(v.to_owned()));
-                        }
-                    }
+                    set_default(&mut rec, "organizationID", org);
+                    set_default(&mut rec, "environment", defaults.environment.as_deref());
+                    set_default(&mut rec, "logType", defaults.log_type.as_deref());
                     Some(rec)
                 }
                 Err(_) => None,

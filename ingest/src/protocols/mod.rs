@@ -85,6 +85,15 @@ pub(crate) fn put(record: &mut Map<String, Value>, key: &str, value: Option<impl
     }
 }
 
+/// Sets `key` to `value` when the record has no value there (absent or null).
+pub(crate) fn set_default(record: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+    if let Some(v) = value
+        && record.get(key).is_none_or(Value::is_null)
+    {
+        record.insert(key.to_owned(), Value::String(v.to_owned()));
+    }
+}
+
 /// One sentence on what was rejected and why, for protocols that answer with one message:
 /// the count, the codes with their counts, and the first rejected record's message.
 pub fn rejection_summary(result: &IngestResult, noun: &str) -> String {
